@@ -1,0 +1,1 @@
+"""ICH segmentation library: reading, windowing, networks, prediction, post-processing, writing."""
