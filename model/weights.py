@@ -1,0 +1,132 @@
+"""The weights folder: a manifest describing the model, fold checkpoints verified by SHA-256.
+
+``manifest.json`` says everything inference needs (architecture and hyper-parameters, input mode,
+threshold, post-processing, inference settings) and lists each fold's file with its hash. Hashes
+are checked and the manifest validated before any case runs, so a corrupted or swapped file stops
+the job with one clear line instead of producing wrong masks. Checkpoints are plain state dicts
+loaded with ``weights_only=True``: no pickle code from a file ever runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from model.networks import build_network
+from model.postprocess import PostprocessConfig
+from model.windowing import CHANNELS
+
+MANIFEST = "manifest.json"
+FAMILIES = ("segresnet2d", "cascade3d")
+
+
+class WeightsError(Exception):
+    """The weights folder cannot be used; the message is one line."""
+
+
+@dataclass(frozen=True)
+class Fold:
+    file: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What a weights folder holds and how to run it."""
+
+    family: str
+    input_mode: str
+    folds: tuple[Fold, ...]
+    network: dict = field(default_factory=dict)
+    threshold: float = 0.5
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+    inference: dict = field(default_factory=dict)
+    description: dict = field(default_factory=dict)
+
+    @property
+    def in_channels(self) -> int:
+        return CHANNELS[self.input_mode]
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Manifest:
+        family, mode = data.get("family"), data.get("input_mode")
+        if family not in FAMILIES:
+            raise WeightsError(f"manifest: family {family!r} is not one of {FAMILIES}")
+        if mode not in CHANNELS or (family == "cascade3d" and mode != "windows3"):
+            raise WeightsError(f"manifest: input_mode {mode!r} is not valid for {family}")
+        folds = tuple(Fold(str(f["file"]), str(f["sha256"]).lower()) for f in data.get("folds", []))
+        if not folds:
+            raise WeightsError("manifest: lists no fold checkpoints")
+        threshold = float(data.get("threshold", 0.5))
+        if not 0.0 < threshold < 1.0:
+            raise WeightsError(f"manifest: threshold {threshold} is not inside (0, 1)")
+        return cls(family=family, input_mode=mode, folds=folds, network=dict(data.get("network", {})),
+                   threshold=threshold, postprocess=PostprocessConfig(**data.get("postprocess", {})),
+                   inference=dict(data.get("inference", {})), description=dict(data.get("description", {})))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_manifest(weights_dir: Path) -> Manifest:
+    """Read and validate the manifest, and check every fold file's presence and hash."""
+    path = weights_dir / MANIFEST
+    if not path.is_file():
+        raise WeightsError(f"{path}: no weights manifest found")
+    try:
+        manifest = Manifest.from_dict(json.loads(path.read_text()))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise WeightsError(f"{path}: invalid manifest ({err})") from None
+    for fold in manifest.folds:
+        file = weights_dir / fold.file
+        if not file.is_file():
+            raise WeightsError(f"{file}: fold checkpoint listed in the manifest is missing")
+        if sha256_of(file) != fold.sha256:
+            raise WeightsError(f"{file}: SHA-256 does not match the manifest (corrupted or replaced file)")
+    return manifest
+
+
+def build_model(manifest: Manifest) -> nn.Module:
+    return build_network(manifest.family, manifest.in_channels, manifest.network)
+
+
+def load_models(weights_dir: Path, manifest: Manifest, device: torch.device) -> list[nn.Module]:
+    """One network per fold, in eval mode on ``device``; tensors only, never pickled code."""
+    models = []
+    for fold in manifest.folds:
+        model = build_model(manifest)
+        try:
+            state = torch.load(weights_dir / fold.file, map_location="cpu", weights_only=True)
+            model.load_state_dict(state)
+        except (RuntimeError, ValueError, OSError) as err:
+            first = str(err).strip().splitlines()[0][:200]
+            raise WeightsError(f"{weights_dir / fold.file}: does not fit the manifest's network ({first})") from None
+        models.append(model.to(device).eval())
+    return models
+
+
+def write_weights(weights_dir: Path, manifest: dict, states: list[dict[str, torch.Tensor]]) -> Manifest:
+    """Write fold checkpoints and a manifest listing their hashes (the export step of training)."""
+    weights_dir.mkdir(parents=True, exist_ok=True)
+    folds = []
+    for index, state in enumerate(states):
+        name = f"fold{index}.pt"
+        torch.save({k: v.detach().cpu().contiguous() for k, v in state.items()}, weights_dir / name)
+        folds.append({"file": name, "sha256": sha256_of(weights_dir / name)})
+    data = {**manifest, "folds": folds}
+    validated = Manifest.from_dict(data)
+    (weights_dir / MANIFEST).write_text(json.dumps(validated.to_dict(), indent=2) + "\n")
+    return validated

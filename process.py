@@ -1,0 +1,178 @@
+"""Segment intracranial haemorrhage in every head CT of a folder (the container's entry point).
+
+One case: read → canonical orientation → window and predict (folds averaged) → threshold and
+clean → back to the input's geometry → write atomically → record in results.json.
+
+Layouts: a flat folder of CTs (INSTANCE: ``/input/<name>.nii.gz`` → ``/predict/<name>.nii.gz``) or
+grand-challenge's (``/input/images/<slug>/<uuid>.mha`` → ``/output/images/<output-slug>/<uuid>.mha``).
+Exit status 0 only when every case succeeded; the last line on stderr is the one-line reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+import traceback
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from model.io import (DEFAULT_OUTPUT_SLUG, Case, CaseError, discover_cases, mask_image, read_image,
+                      to_canonical, write_image_atomic)
+from model.postprocess import postprocess, voxel_ml
+from model.predictor import EnsemblePredictor
+from model.weights import Manifest, WeightsError, load_manifest, load_models
+
+APP_DIR = Path(__file__).resolve().parent
+PLATFORM_MODEL_DIR = Path("/opt/ml/model")
+
+
+def default_output() -> Path:
+    """``/output`` (grand-challenge), or ``/predict`` when that is the folder mounted (INSTANCE)."""
+    if not Path("/output").is_dir() and Path("/predict").is_dir():
+        return Path("/predict")
+    return Path("/output")
+
+
+def default_weights() -> Path:
+    """A model uploaded to grand-challenge (``/opt/ml/model``) wins over the weights built in."""
+    if (PLATFORM_MODEL_DIR / "manifest.json").is_file():
+        return PLATFORM_MODEL_DIR
+    return APP_DIR / "weights"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--input", type=Path, default=Path("/input"), help="folder of CTs (default /input)")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="folder for masks (default /output, or /predict when only that exists)")
+    parser.add_argument("--weights", type=Path, default=None,
+                        help="weights folder with manifest.json (default /opt/ml/model if it holds one, "
+                             "else the built-in weights/)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--output-slug", default=DEFAULT_OUTPUT_SLUG,
+                        help=f"grand-challenge output socket folder under images/ (default {DEFAULT_OUTPUT_SLUG})")
+    parser.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=None,
+                        help="left-right mirror test-time augmentation (default: the manifest's setting)")
+    parser.add_argument("--batch-size", type=int, default=None, help="slices or patches per network call")
+    parser.add_argument("--debug", action="store_true", help="print tracebacks of failed cases")
+    return parser.parse_args(argv)
+
+
+def select_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise WeightsError("--device cuda was asked for but no CUDA device is available")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def load_case(case: Case) -> tuple[sitk.Image, sitk.Image, np.ndarray]:
+    """Read a CT; return it, its canonical view, and the canonical HU array (z, y, x)."""
+    image = read_image(case.input_path)
+    canonical = to_canonical(image)
+    return image, canonical, sitk.GetArrayViewFromImage(canonical).astype(np.float32)
+
+
+def segment(case: Case, loaded: Future, predictor: EnsemblePredictor, manifest: Manifest) -> dict:
+    """Run one case end to end and return its results.json record."""
+    image, canonical, hu = loaded.result()
+    spacing_zyx = canonical.GetSpacing()[::-1]
+    prob = predictor(hu)
+    mask = postprocess(prob, spacing_zyx, manifest.threshold, manifest.postprocess)
+    write_image_atomic(mask_image(mask, canonical, image), case.output_path)
+    voxels = int(mask.sum())
+    return {"voxels": voxels, "volume_ml": round(voxels * voxel_ml(spacing_zyx), 4)}
+
+
+def write_json_atomic(data: dict, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return text if isinstance(err, CaseError) else f"{type(err).__name__}: {text}"[:300]
+
+
+def run(args: argparse.Namespace) -> int:
+    output = args.output or default_output()
+    weights = args.weights or default_weights()
+    manifest = load_manifest(weights)
+    device = select_device(args.device)
+    predictor = EnsemblePredictor(load_models(weights, manifest, device), manifest, device,
+                                  mirror=args.mirror, batch_size=args.batch_size)
+    if not args.input.is_dir():
+        raise CaseError(f"{args.input}: input folder does not exist")
+    cases = discover_cases(args.input, output, args.output_slug)
+    if not cases:
+        raise CaseError(f"{args.input}: no CT images found (.nii.gz, .nii, .mha, .nrrd; or images/<slug>/*.mha)")
+    output.mkdir(parents=True, exist_ok=True)
+    print(f"{len(cases)} case(s), {manifest.family} × {len(manifest.folds)} fold(s) on {device}, "
+          f"weights {weights}", flush=True)
+
+    records: list[dict] = []
+    summary = {"device": str(device), "weights": str(weights), "family": manifest.family,
+               "folds": len(manifest.folds), "cases": records}
+    with ThreadPoolExecutor(max_workers=1) as reader:  # reads the next case while this one computes
+        pending = reader.submit(load_case, cases[0])
+        for index, case in enumerate(cases):
+            loaded = pending
+            if index + 1 < len(cases):
+                pending = reader.submit(load_case, cases[index + 1])
+            start = time.perf_counter()
+            record = {"case": case.name, "input": str(case.input_path), "output": str(case.output_path)}
+            try:
+                record |= {"status": "ok", **segment(case, loaded, predictor, manifest)}
+                print(f"{case.name}: {record['volume_ml']:.2f} mL haemorrhage "
+                      f"({record['voxels']} voxels) → {case.output_path}", flush=True)
+            except Exception as err:
+                if args.debug:
+                    traceback.print_exc()
+                record |= {"status": "error", "message": one_line(err), "output": None}
+                print(f"{case.name}: error: {record['message']}", file=sys.stderr, flush=True)
+            record["seconds"] = round(time.perf_counter() - start, 3)
+            records.append(record)
+            write_json_atomic(summary | {"totals": totals(records, len(cases))}, output / "results.json")
+    failed = [r for r in records if r["status"] != "ok"]
+    print(f"results: {output / 'results.json'}", flush=True)
+    if failed:
+        print(f"{len(failed)} of {len(cases)} case(s) failed; first: {failed[0]['message']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def totals(records: list[dict], expected: int) -> dict:
+    ok = [r for r in records if r["status"] == "ok"]
+    return {"cases": expected, "done": len(records), "ok": len(ok), "errors": len(records) - len(ok),
+            "seconds": round(sum(r["seconds"] for r in records), 3),
+            "volume_ml": round(sum(r["volume_ml"] for r in ok), 4)}
+
+
+def _terminate(signum: int, _frame: object) -> None:
+    """SIGTERM unwinds like Ctrl-C, so temporary files are removed and finished masks stay."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return run(parse_args(argv))
+    except (CaseError, WeightsError) as err:
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; finished masks were kept, no partial file was left", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
