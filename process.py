@@ -24,8 +24,16 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from model.io import (DEFAULT_OUTPUT_SLUG, Case, CaseError, discover_cases, mask_image, read_image,
-                      to_canonical, write_image_atomic)
+from model.io import (
+    DEFAULT_OUTPUT_SLUG,
+    Case,
+    CaseError,
+    discover_cases,
+    mask_image,
+    read_image,
+    to_canonical,
+    write_image_atomic,
+)
 from model.postprocess import postprocess, voxel_ml
 from model.predictor import EnsemblePredictor
 from model.weights import Manifest, WeightsError, load_manifest, load_models
