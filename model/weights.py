@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -110,6 +111,10 @@ def load_models(weights_dir: Path, manifest: Manifest, device: torch.device) -> 
         model = build_model(manifest)
         try:
             state = torch.load(weights_dir / fold.file, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            raise WeightsError(f"{weights_dir / fold.file}: holds pickled objects, not plain tensors; "
+                               "refused (weights_only loading)") from None
+        try:
             model.load_state_dict(state)
         except (RuntimeError, ValueError, OSError) as err:
             first = str(err).strip().splitlines()[0][:200]

@@ -1,0 +1,258 @@
+"""The three anatomy sources, each turned into one :class:`Anatomy` in canonical LPS order.
+
+An anatomy is a head CT volume in Hounsfield units, array (z, y, x) with z inferior→superior,
+y anterior→posterior and x right→left, plus the masks that lesions and mimics are placed with
+(intracranial space, ventricles, CSF spaces, distance to the skull's inner table). The real
+sources get their masks from HU thresholds and morphology; the phantom knows its masks exactly.
+
+Sources:
+- ``invesalius``: Debian ``invesalius-examples``, ``Cranium.inv3`` (a real adult head, direct
+  coronal acquisition, ~16 cm front to back).
+- ``pydicom``: PyPI ``pydicom-data``, ``693_UNCR.dcm`` — ONE real axial slice, extruded to a volume
+  (the head section shrinks toward the vertex and the skull base, the ventricles close away from the
+  slice). It is real texture, not real 3D anatomy.
+- ``phantom``: the analytic head of :mod:`model.synthetic.phantom`; needs no package.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import plistlib
+import subprocess
+import tarfile
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage as ndi
+
+SOURCES = ("invesalius", "pydicom", "phantom")
+INVESALIUS_GLOB = "Cranium.inv3"
+PYDICOM_FILE = Path("data") / "693_UNCR.dcm"
+
+
+class SourceUnavailable(RuntimeError):
+    """A real anatomy source whose package is not installed; the message is one line."""
+
+
+@dataclass
+class Anatomy:
+    """A head CT in canonical LPS order with the masks lesions are placed with."""
+
+    name: str
+    hu: np.ndarray  # float32 (z, y, x)
+    spacing: tuple[float, float, float]  # (z, y, x) mm
+    intracranial: np.ndarray  # bool: brain + CSF inside the skull
+    ventricles: np.ndarray  # bool
+    csf: np.ndarray  # bool: sulci, fissures and cisterns (extra-axial CSF)
+    inner_dist: np.ndarray  # float32 mm from the inner table (0 outside the intracranial space)
+    midline_x: float  # mm, x of the falx
+    extras: dict[str, np.ndarray] = field(default_factory=dict)  # exact masks the phantom provides
+
+    @property
+    def voxel_ml(self) -> float:
+        return float(np.prod(self.spacing)) / 1000.0
+
+    def candidates(self, mask_name: str) -> np.ndarray:
+        """Flat indices of a mask's voxels, cached (placing a lesion samples from them)."""
+        cache_ = self.extras.setdefault("_candidates", {})
+        if mask_name not in cache_:
+            cache_[mask_name] = np.flatnonzero(getattr(self, mask_name) if hasattr(self, mask_name)
+                                               else self.extras[mask_name])
+        return cache_[mask_name]
+
+
+def _largest_component(mask: np.ndarray) -> np.ndarray:
+    labels, count = ndi.label(mask)
+    if count == 0:
+        return mask
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    return labels == int(np.argmax(sizes))
+
+
+def _ball(radius_mm: float, spacing: tuple[float, float, float]) -> np.ndarray:
+    r = [max(1, int(round(radius_mm / s))) for s in spacing]
+    zz, yy, xx = np.ogrid[-r[0]:r[0] + 1, -r[1]:r[1] + 1, -r[2]:r[2] + 1]
+    return (zz * spacing[0]) ** 2 + (yy * spacing[1]) ** 2 + (xx * spacing[2]) ** 2 <= radius_mm ** 2
+
+
+def derive_masks(name: str, hu: np.ndarray, spacing: tuple[float, float, float]) -> Anatomy:
+    """Masks of a real CT by thresholds and morphology (scipy.ndimage), in the canonical frame.
+
+    The intracranial space is the soft tissue that axial bone rings enclose; the ventricles are the
+    CSF-dense regions deep inside it near the midline; the remaining CSF-dense intracranial voxels are
+    the sulci and cisterns that subarachnoid blood follows.
+    """
+    smooth = ndi.gaussian_filter(hu, sigma=[1.0 / s for s in spacing])
+    bone = ndi.binary_closing(smooth > 250, structure=_ball(3.0, spacing))
+    enclosed = np.stack([ndi.binary_fill_holes(sl) for sl in bone])
+    soft = enclosed & ~ndi.binary_dilation(bone, structure=_ball(1.0, spacing)) & (smooth > -15) & (smooth < 95)
+    intracranial = _largest_component(ndi.binary_opening(soft, structure=_ball(2.0, spacing)))
+    intracranial = ndi.binary_closing(intracranial, structure=_ball(2.0, spacing)) & enclosed & ~bone
+    inner_dist = ndi.distance_transform_edt(intracranial, sampling=spacing).astype(np.float32)
+    x_mm = (np.arange(hu.shape[2]) + 0.5) * spacing[2]
+    midline_x = float((intracranial.sum(axis=(0, 1)) * x_mm).sum() / max(intracranial.sum(), 1))
+    fluid = intracranial & (smooth < 16)
+    deep = fluid & (inner_dist > 14.0) & (np.abs(x_mm - midline_x) < 32.0)[None, None, :]
+    labels, count = ndi.label(ndi.binary_opening(deep, structure=_ball(1.0, spacing)))
+    ventricles = np.zeros_like(deep)
+    if count:
+        sizes = ndi.sum_labels(np.ones_like(labels), labels, index=np.arange(1, count + 1)) * np.prod(spacing) / 1000
+        keep = np.flatnonzero(sizes > 0.4) + 1
+        ventricles = ndi.binary_dilation(np.isin(labels, keep), structure=_ball(1.0, spacing)) & fluid
+    csf = fluid & ~ndi.binary_dilation(ventricles, structure=_ball(2.0, spacing))
+    return Anatomy(name, hu.astype(np.float32), spacing, intracranial, ventricles, csf, inner_dist, midline_x)
+
+
+def find_invesalius() -> Path:
+    """``Cranium.inv3`` from the installed ``invesalius-examples`` package (via dpkg, no fixed path)."""
+    try:
+        listing = subprocess.run(["dpkg", "-L", "invesalius-examples"], capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        raise SourceUnavailable("invesalius: dpkg not found, cannot locate invesalius-examples") from None
+    paths = [Path(line) for line in listing.stdout.splitlines() if line.endswith(INVESALIUS_GLOB)]
+    existing = [p for p in paths if p.is_file()]
+    if not existing:
+        raise SourceUnavailable("invesalius: Debian package invesalius-examples is not installed "
+                                "(apt-get install invesalius-examples)")
+    return existing[0]
+
+
+def read_inv3(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """The CT matrix of an InVesalius project and its (z, y, x) spacing as stored (plist-driven)."""
+    try:
+        with tarfile.open(path, "r:gz") as tar:
+            members = {Path(m.name).name: m for m in tar.getmembers() if m.isfile()}
+            plist = plistlib.loads(tar.extractfile(members["main.plist"]).read())
+            matrix = plist["matrix"]
+            raw = tar.extractfile(members[matrix["filename"]]).read()
+    except (OSError, KeyError, tarfile.TarError, gzip.BadGzipFile, plistlib.InvalidFileException) as err:
+        raise SourceUnavailable(f"{path.name}: not a readable InVesalius project ({err})") from None
+    shape = tuple(int(n) for n in matrix["shape"])
+    array = np.frombuffer(raw, dtype=np.dtype(matrix["dtype"]).newbyteorder("<")).reshape(shape)
+    sx, sy, sz = (float(s) for s in plist["spacing"])  # VTK order (x, y, z); the array is (z, y, x)
+    return array, (sz, sy, sx)
+
+
+def invesalius_canonical(stored: np.ndarray, spacing: tuple[float, float, float]) -> tuple[np.ndarray, tuple]:
+    """Stored coronal stack → canonical LPS (z inferior→superior, y anterior→posterior, x right→left).
+
+    Established by anatomy (and tested): stored slice index runs anterior→posterior (face first),
+    stored rows run superior→inferior (vertex at row 0), columns are kept as x (radiological storage,
+    patient's left at higher column). So canonical = rows reversed as z, slices as y.
+    """
+    canonical = np.ascontiguousarray(np.transpose(stored, (1, 0, 2))[::-1])
+    return canonical, (spacing[1], spacing[0], spacing[2])
+
+
+@cache
+def load_invesalius() -> Anatomy:
+    stored, spacing = read_inv3(find_invesalius())
+    hu, spacing = invesalius_canonical(stored.astype(np.float32), spacing)
+    # The scan covers ~16 cm front to back (face cut in front): pad with air to a full axial field of view.
+    pad = int(round(40.0 / spacing[1]))
+    hu = np.pad(hu, ((0, 0), (pad, pad), (0, 0)), constant_values=-1024.0)
+    return derive_masks("invesalius", hu, spacing)
+
+
+def find_pydicom_slice() -> Path:
+    spec = importlib.util.find_spec("data_store")
+    if spec is None or not spec.submodule_search_locations:
+        raise SourceUnavailable("pydicom: PyPI package pydicom-data is not installed (pip install pydicom-data==1.0.0)")
+    path = Path(next(iter(spec.submodule_search_locations))) / PYDICOM_FILE
+    if not path.is_file():
+        raise SourceUnavailable(f"pydicom: {PYDICOM_FILE} missing from the installed pydicom-data")
+    if importlib.util.find_spec("pydicom") is None:
+        raise SourceUnavailable("pydicom: PyPI package pydicom is not installed")
+    return path
+
+
+def read_axial_slice(path: Path) -> tuple[np.ndarray, float]:
+    """The slice in HU as (y anterior→posterior, x right→left), padding (−3024) turned into air."""
+    import pydicom
+
+    ds = pydicom.dcmread(path)
+    orientation = [round(float(v)) for v in ds.ImageOrientationPatient]
+    if orientation != [1, 0, 0, 0, 1, 0]:
+        raise SourceUnavailable(f"{path.name}: expected an axial slice with identity orientation, got {orientation}")
+    hu = ds.pixel_array.astype(np.float32) * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+    return np.maximum(hu, -1024.0), float(ds.PixelSpacing[0])
+
+
+Z_STEP_MM = 2.0
+ABOVE_MM, BELOW_MM = 76.0, 44.0  # vertex and lowest extruded level relative to the real slice
+
+
+def extrude_slice(hu2d: np.ndarray, pixel: float) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """One real axial slice → a plausible volume.
+
+    Each level is the real slice scaled about the head's centre by an ellipsoidal profile (the head
+    narrows toward the vertex, less toward the skull base) and the ventricles close gradually away
+    from the real level (filled with nearby white-matter values). Honest limit: it is one slice.
+    """
+    head = _largest_component(ndi.binary_fill_holes(hu2d > -300))
+    cy, cx = ndi.center_of_mass(head)
+    smooth = ndi.gaussian_filter(hu2d, 2.0)
+    wm_fill = ndi.median_filter(np.where((smooth > 18) & (smooth < 40), hu2d, 28.0), size=9)
+    brain = ndi.binary_erosion(ndi.binary_fill_holes(hu2d > 300) & (hu2d < 100), iterations=int(15 / pixel))
+    vent2d = brain & (smooth < 14)
+    vent_depth = ndi.distance_transform_edt(vent2d) * pixel
+    levels = np.arange(-BELOW_MM, ABOVE_MM + 1e-6, Z_STEP_MM)
+    out = np.empty((len(levels), *hu2d.shape), np.float32)
+    for i, dz in enumerate(levels):
+        radius = ABOVE_MM + 12.0 if dz > 0 else BELOW_MM * 2.2
+        scale = max(float(np.sqrt(max(1.0 - (dz / radius) ** 2, 0.0))), 0.3)
+        closing = np.clip((abs(dz) - 8.0) / 22.0, 0.0, 1.0) * 12.0  # mm of ventricle filled in
+        base = np.where(vent2d & (vent_depth <= closing + 1e-3) if closing > 0 else False, wm_fill, hu2d)
+        matrix = np.diag([1.0 / scale, 1.0 / scale])
+        offset = np.array([cy, cx]) - matrix @ np.array([cy, cx])
+        out[i] = ndi.affine_transform(base, matrix, offset=offset, order=1, cval=-1024.0)
+    return out, (Z_STEP_MM, pixel, pixel)
+
+
+@cache
+def load_pydicom() -> Anatomy:
+    hu2d, pixel = read_axial_slice(find_pydicom_slice())
+    hu, spacing = extrude_slice(hu2d, pixel)
+    return derive_masks("pydicom", hu, spacing)
+
+
+@cache
+def load_phantom(variant: int = 0) -> Anatomy:
+    from model.synthetic.phantom import build_phantom
+
+    return build_phantom(variant)
+
+
+def load_source(name: str, variant: int = 0) -> Anatomy:
+    """The anatomy of one source (cached per process); raises SourceUnavailable if its package is absent."""
+    if name == "invesalius":
+        return load_invesalius()
+    if name == "pydicom":
+        return load_pydicom()
+    if name == "phantom":
+        return load_phantom(variant)
+    raise ValueError(f"unknown source {name!r}; choose from {', '.join(SOURCES)}")
+
+
+def available_sources(requested: tuple[str, ...] = SOURCES, report=print) -> tuple[str, ...]:
+    """The requested sources whose packages are present; one line per missing one."""
+    usable = []
+    for name in requested:
+        if name not in SOURCES:
+            raise ValueError(f"unknown source {name!r}; choose from {', '.join(SOURCES)}")
+        try:
+            if name == "invesalius":
+                find_invesalius()
+            elif name == "pydicom":
+                find_pydicom_slice()
+            usable.append(name)
+        except SourceUnavailable as err:
+            report(f"skipping source {err}")
+    if not usable:
+        raise SourceUnavailable("no usable anatomy source among " + ", ".join(requested))
+    return tuple(usable)
+

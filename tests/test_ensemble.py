@@ -1,0 +1,108 @@
+"""Fold averaging, post-processing and safe weight loading."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from model.postprocess import PostprocessConfig, postprocess
+from model.predictor import EnsemblePredictor
+from model.weights import Manifest, WeightsError, load_manifest, load_models, sha256_of
+from tests.conftest import head_volume, tiny_weights
+
+
+class ConstantLogit(nn.Module):
+    """A stand-in network answering one logit everywhere, so the ensemble mean is known exactly."""
+
+    def __init__(self, logit: float) -> None:
+        super().__init__()
+        self.logit = logit
+
+    def shape_factor(self):
+        return (1, 1)
+
+    def forward(self, x):
+        return torch.full((x.shape[0], 1, *x.shape[2:]), self.logit)
+
+
+def manifest(**extra):
+    return Manifest.from_dict({"family": "segresnet2d", "input_mode": "windows3",
+                               "folds": [{"file": "a", "sha256": "0"}], **extra})
+
+
+def test_folds_are_averaged_as_probabilities():
+    hu = head_volume().astype(np.float32)
+    models = [ConstantLogit(2.0), ConstantLogit(-1.0), ConstantLogit(0.5)]
+    prob = EnsemblePredictor(models, manifest(), torch.device("cpu"))(hu)
+    expected = float(torch.sigmoid(torch.tensor([2.0, -1.0, 0.5])).mean())
+    inside = hu > -500
+    np.testing.assert_allclose(prob[inside], expected, rtol=1e-6)
+
+
+def test_air_outside_the_head_box_gets_zero_probability():
+    hu = np.full((3, 20, 20), -1000, np.float32)
+    hu[1, 5:10, 6:12] = 40
+    prob = EnsemblePredictor([ConstantLogit(3.0)], manifest(), torch.device("cpu"))(hu)
+    assert prob[1, 5:10, 6:12].min() > 0.9
+    assert prob.sum() == pytest.approx(prob[1, 5:10, 6:12].sum())
+
+
+def test_all_air_volume_predicts_nothing():
+    prob = EnsemblePredictor([ConstantLogit(3.0)], manifest(), torch.device("cpu"))(np.full((2, 8, 8), -1024.0))
+    assert not prob.any()
+
+
+@pytest.mark.parametrize("family", ["segresnet2d", "cascade3d"])
+def test_real_networks_average_matches_single_fold_runs(tmp_path, family):
+    m = tiny_weights(tmp_path, family, folds=2)
+    models = load_models(tmp_path, m, torch.device("cpu"))
+    hu = head_volume().astype(np.float32)
+    both = EnsemblePredictor(models, m, torch.device("cpu"))(hu)
+    singles = [EnsemblePredictor([model], m, torch.device("cpu"))(hu) for model in models]
+    np.testing.assert_allclose(both, (singles[0] + singles[1]) / 2, atol=1e-5)
+    assert not np.allclose(singles[0], singles[1])
+
+
+def test_mirror_averages_the_flipped_view():
+    class LeftBright(ConstantLogit):
+        def forward(self, x):
+            out = torch.full((x.shape[0], 1, *x.shape[2:]), -4.0)
+            out[..., : x.shape[-1] // 2] = 4.0
+            return out
+    hu = np.zeros((1, 4, 8), np.float32)
+    plain = EnsemblePredictor([LeftBright(0)], manifest(), torch.device("cpu"), mirror=False)(hu)
+    mirrored = EnsemblePredictor([LeftBright(0)], manifest(), torch.device("cpu"), mirror=True)(hu)
+    assert plain[0, 0, 0] > 0.9 and plain[0, 0, -1] < 0.1
+    np.testing.assert_allclose(mirrored, 0.5, atol=1e-6)
+
+
+def test_threshold_small_components_and_never_empty():
+    prob = np.zeros((4, 30, 30), np.float32)
+    prob[1:3, 5:15, 5:15] = 0.9  # 200 voxels
+    prob[2, 25, 25] = 0.8  # isolated voxel
+    spacing = (5.0, 0.5, 0.5)  # 1.25 µL per voxel
+    mask = postprocess(prob, spacing, 0.5, PostprocessConfig(min_component_ml=0.01))
+    assert mask.dtype == np.uint8 and mask.sum() == 200 and mask[2, 25, 25] == 0
+    faint = prob * 0.5  # nothing reaches 0.5
+    assert postprocess(faint, spacing, 0.5, PostprocessConfig()).sum() == 0
+    kept = postprocess(faint, spacing, 0.5, PostprocessConfig(never_empty=True))
+    assert kept.sum() == 200 and kept[1, 5, 5] == 1
+    assert postprocess(np.zeros_like(prob), spacing, 0.5, PostprocessConfig(never_empty=True)).sum() == 0
+
+
+def test_manifest_validation(tmp_path):
+    with pytest.raises(WeightsError, match="family"):
+        Manifest.from_dict({"family": "vnet", "input_mode": "windows3", "folds": [{"file": "a", "sha256": "0"}]})
+    with pytest.raises(WeightsError, match="input_mode"):
+        Manifest.from_dict({"family": "cascade3d", "input_mode": "slices3", "folds": [{"file": "a", "sha256": "0"}]})
+    with pytest.raises(WeightsError, match="no weights manifest"):
+        load_manifest(tmp_path)
+
+
+def test_checkpoint_with_code_is_not_unpickled(tmp_path):
+    m = tiny_weights(tmp_path, folds=1)
+    torch.save({"payload": ConstantLogit(1.0)}, tmp_path / "fold0.pt")  # a pickled object, not tensors
+    data = (tmp_path / "manifest.json").read_text()
+    (tmp_path / "manifest.json").write_text(data.replace(m.folds[0].sha256, sha256_of(tmp_path / "fold0.pt")))
+    with pytest.raises(WeightsError, match="pickled objects"):
+        load_models(tmp_path, load_manifest(tmp_path), torch.device("cpu"))
