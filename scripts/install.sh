@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Installs everything the project needs on a fresh Debian/Python 3.11 machine (run as root):
+# Debian's packages for the real head-CT sources, then the pinned Python packages (torch 2.13.0 CPU).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if command -v apt-get >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends invesalius-examples >/dev/null
+fi
+python3 -m pip install -q --disable-pip-version-check -r requirements-dev.txt
