@@ -16,9 +16,12 @@ ARG APP_USER=algorithm
 ARG APP_UID=1001
 
 # The root filesystem may be read-only at run time: everything that might cache goes to /tmp.
+# USER/LOGNAME let `docker run --user <any uid>` work: monai calls getpass.getuser() on import.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOME=/tmp \
+    USER=${APP_USER} \
+    LOGNAME=${APP_USER} \
     XDG_CACHE_HOME=/tmp/.cache \
     XDG_CONFIG_HOME=/tmp/.config \
     MPLCONFIGDIR=/tmp/.config/matplotlib \
@@ -47,8 +50,8 @@ RUN set -eu; \
     rm -rf /tmp/install /tmp/.cache
 
 # No home folder and no login shell: the app reads /input and the weights, writes the output folder and /tmp.
-RUN (getent group "${APP_USER}" >/dev/null || groupadd --system --gid "${APP_UID}" "${APP_USER}") && \
-    useradd --system --uid "${APP_UID}" --gid "${APP_USER}" --home-dir /tmp --no-create-home \
+RUN (getent group "${APP_USER}" >/dev/null || groupadd --gid "${APP_UID}" "${APP_USER}") && \
+    useradd --uid "${APP_UID}" --gid "${APP_USER}" --home-dir /tmp --no-create-home \
             --shell /usr/sbin/nologin "${APP_USER}"
 
 # Code and weights stay root-owned and read-only to the app user. No /output or /predict folder is

@@ -22,12 +22,13 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-import torch
 
+from model.device import DeviceError, predict_with_fallback, select_device
 from model.io import (
     DEFAULT_OUTPUT_SLUG,
     Case,
     CaseError,
+    check_hounsfield,
     discover_cases,
     mask_image,
     read_image,
@@ -74,30 +75,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def select_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise WeightsError("--device cuda was asked for but no CUDA device is available")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
-
-
 def load_case(case: Case) -> tuple[sitk.Image, sitk.Image, np.ndarray]:
-    """Read a CT; return it, its canonical view, and the canonical HU array (z, y, x)."""
+    """Read and check a CT; return it, its canonical view, and the canonical HU array (z, y, x)."""
+    if case.problem:
+        raise CaseError(case.problem)
     image = read_image(case.input_path)
     canonical = to_canonical(image)
-    return image, canonical, sitk.GetArrayViewFromImage(canonical).astype(np.float32)
+    hu = sitk.GetArrayViewFromImage(canonical).astype(np.float32)
+    check_hounsfield(hu, case.input_path)
+    return image, canonical, hu
 
 
 def segment(case: Case, loaded: Future, predictor: EnsemblePredictor, manifest: Manifest) -> dict:
     """Run one case end to end and return its results.json record."""
     image, canonical, hu = loaded.result()
     spacing_zyx = canonical.GetSpacing()[::-1]
-    prob = predictor(hu)
+    prob = predict_with_fallback(predictor, hu, say=lambda message: print(f"{case.name}: {message}", flush=True))
     mask = postprocess(prob, spacing_zyx, manifest.threshold, manifest.postprocess)
     write_image_atomic(mask_image(mask, canonical, image), case.output_path)
     voxels = int(mask.sum())
     return {"voxels": voxels, "volume_ml": round(voxels * voxel_ml(spacing_zyx), 4)}
+
+
+def check_writable(folder: Path) -> None:
+    """Fail before the first case, not after the slowest one, when masks cannot be written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise CaseError(f"{folder}: output folder is not writable ({err.strerror or err})") from None
 
 
 def write_json_atomic(data: dict, path: Path) -> None:
@@ -123,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     cases = discover_cases(args.input, output, args.output_slug)
     if not cases:
         raise CaseError(f"{args.input}: no CT images found (.nii.gz, .nii, .mha, .nrrd; or images/<slug>/*.mha)")
-    output.mkdir(parents=True, exist_ok=True)
+    check_writable(output)
     print(f"{len(cases)} case(s), {manifest.family} × {len(manifest.folds)} fold(s) on {device}, "
           f"weights {weights}", flush=True)
 
@@ -149,7 +157,11 @@ def run(args: argparse.Namespace) -> int:
                 print(f"{case.name}: error: {record['message']}", file=sys.stderr, flush=True)
             record["seconds"] = round(time.perf_counter() - start, 3)
             records.append(record)
-            write_json_atomic(summary | {"totals": totals(records, len(cases))}, output / "results.json")
+            try:
+                write_json_atomic(summary | {"totals": totals(records, len(cases))}, output / "results.json")
+            except OSError as err:
+                record |= {"status": "error", "message": f"results.json could not be written ({err.strerror})"}
+                print(f"{case.name}: error: {record['message']}", file=sys.stderr, flush=True)
     failed = [r for r in records if r["status"] != "ok"]
     print(f"results: {output / 'results.json'}", flush=True)
     if failed:
@@ -165,21 +177,28 @@ def totals(records: list[dict], expected: int) -> dict:
             "volume_ml": round(sum(r["volume_ml"] for r in ok), 4)}
 
 
+class Terminated(BaseException):
+    """SIGTERM (docker stop, a platform's time limit) unwinds like Ctrl-C: temporary files are removed.
+
+    A BaseException, so the per-case error handling does not swallow it.
+    """
+
+
 def _terminate(signum: int, _frame: object) -> None:
-    """SIGTERM unwinds like Ctrl-C, so temporary files are removed and finished masks stay."""
-    raise KeyboardInterrupt(f"signal {signum}")
+    raise Terminated(signum)
 
 
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK warnings would bury the one-line reason
     try:
         return run(parse_args(argv))
-    except (CaseError, WeightsError) as err:
+    except (CaseError, WeightsError, DeviceError) as err:
         print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Terminated) as err:
         print("error: interrupted; finished masks were kept, no partial file was left", file=sys.stderr)
-        return 130
+        return 143 if isinstance(err, Terminated) else 130
 
 
 if __name__ == "__main__":

@@ -50,15 +50,20 @@ import SimpleITK as sitk
 
 
 def geometry(image):
-    return (image.GetSize(), image.GetSpacing(), image.GetOrigin(), image.GetDirection(),
-            image.GetPixelIDTypeAsString(), image.GetNumberOfComponentsPerPixel())
+    return image.GetSize(), image.GetSpacing(), image.GetOrigin(), image.GetDirection()
+
+
+def pixel(image):
+    return image.GetPixelIDTypeAsString(), image.GetNumberOfComponentsPerPixel()
 
 
 def differences(got, want, geometry_of):
-    """Empty when `got` has `want`'s voxels and `geometry_of`'s geometry, exactly."""
+    """Empty when `got` has `want`'s voxels and pixel type and `geometry_of`'s geometry, exactly."""
     problems = []
     if geometry(got) != geometry(geometry_of):
         problems.append(f"geometry {geometry(got)} != {geometry(geometry_of)}")
+    if pixel(got) != pixel(want):
+        problems.append(f"pixel type {pixel(got)} != {pixel(want)}")
     a, b = sitk.GetArrayViewFromImage(got), sitk.GetArrayViewFromImage(want)
     if a.shape != b.shape or not np.array_equal(a, b):
         problems.append(f"voxels differ ({int(np.sum(a != b)) if a.shape == b.shape else 'shape'})")
@@ -69,7 +74,10 @@ mode, *args = sys.argv[1:]
 if mode == "prepare-gc":
     case, folder = Path(args[0]), Path(args[1])
     (folder / "images" / "ct").mkdir(parents=True)
-    sitk.WriteImage(sitk.ReadImage(str(case)), str(folder / "images" / "ct" / f"{uuid.uuid4()}.mha"), True)
+    image = sitk.ReadImage(str(case))
+    for key in image.GetMetaDataKeys():  # NIfTI header fields have no place in a .mha upload
+        image.EraseMetaData(key)
+    sitk.WriteImage(image, str(folder / "images" / "ct" / f"{uuid.uuid4()}.mha"), True)
     interface = {"slug": "ct-image", "kind": "Image", "super_kind": "Image", "relative_path": "images/ct"}
     (folder / "inputs.json").write_text(json.dumps([{"interface": interface, "image": {"pk": str(uuid.uuid4()), "name": case.name}}]))
     sys.exit(0)

@@ -1,0 +1,354 @@
+"""Inference speed benchmark: the ensemble predictor against a straightforward MONAI pipeline.
+
+    python bench/run.py [--quick] [--device cpu|cuda|all] [--json PATH]
+
+For a generated 512 × 512 head CT it times end to end (read, window + ensemble, post-process,
+write) and each stage, for both model families at the shipped size and at the seeds' full size
+(32 initial features), on the CPU and on CUDA when present; the same case goes through the baseline
+(``bench/baseline.py``) and the two masks are compared (Dice, max |Δ probability|). It counts the
+FLOPs of every network call, measures the machine's matmul peak, and prints the fraction of peak
+the ensemble reached. Rows too slow for the CPU run on fewer slices or folds, say so in the table,
+and give an extrapolated time for a 32-slice, 5-fold case (the 2D work is linear in both).
+
+Random-weight networks give probabilities near 0.5 everywhere, where a threshold is unstable; so
+random heads are rescaled until each fold's logits have unit spread ×8 with 30 % of a sample slice
+positive (the ensemble then splits clearly at 0.5). With trained weights in ``weights/`` (shipped
+size) they are used as they are. Output: a table, a JSON file, and a last line
+``speedup=<x> fraction_of_peak=<y> seconds_per_case=<z> peak_mb=<m>`` for the full-size 2D
+ensemble on the fastest device present (speedup measured on the case that row ran).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+
+from baseline import baseline_probability  # noqa: E402
+from case import head_ct, to_image  # noqa: E402
+from measure import ShapeRecorder, matmul_peak, peak_memory, sync  # noqa: E402
+
+from model.io import mask_image, read_image, to_canonical, write_image_atomic  # noqa: E402
+from model.postprocess import postprocess  # noqa: E402
+from model.predictor import PAD_HU, SLICE_CONTEXT, EnsemblePredictor, head_box  # noqa: E402
+from model.weights import Manifest, build_model, load_manifest, load_models, write_weights  # noqa: E402
+from model.windowing import window_slices, window_volume  # noqa: E402
+
+FULL_SLICES, FULL_FOLDS = 32, 5
+SHIPPED_DEFAULTS = {
+    "segresnet2d": {"input_mode": "windows3", "network": {"init_filters": 8}, "inference": {"batch_size": 8}},
+    "cascade3d": {"input_mode": "windows3", "network": {"init_filters": 8},
+                  "inference": {"roi_size": [16, 192, 192], "overlap": 0.5, "batch_size": 2}},
+}
+
+
+@dataclass
+class Row:
+    family: str
+    size: str  # "shipped" or "full"
+    device: str
+    slices: int = FULL_SLICES
+    folds: int = FULL_FOLDS
+    field: int = 512
+    baseline: bool = True
+
+    @property
+    def name(self) -> str:
+        return f"{self.family} {self.size} {self.device}"
+
+    @property
+    def reduced(self) -> bool:
+        return (self.slices, self.folds, self.field) != (FULL_SLICES, FULL_FOLDS, 512)
+
+
+def plan(quick: bool, devices: list[str]) -> list[Row]:
+    """The rows to run: everything at full case size on CUDA, slimmer cases where CPU time demands."""
+    rows: list[Row] = []
+    for device in devices:
+        if device == "cuda":
+            rows += [Row(f, s, device) for f in ("segresnet2d", "cascade3d") for s in ("shipped", "full")]
+            rows.append(Row("segresnet2d", "full", device, slices=70, baseline=False))
+        elif quick:
+            rows += [Row("segresnet2d", "shipped", device), Row("segresnet2d", "full", device, slices=2, folds=1),
+                     Row("cascade3d", "shipped", device, slices=16, folds=1),
+                     Row("segresnet2d", "shipped", device, slices=70, folds=1, baseline=False)]
+        else:
+            rows += [Row("segresnet2d", "shipped", device), Row("segresnet2d", "full", device, slices=4),
+                     Row("cascade3d", "shipped", device, folds=1),
+                     Row("cascade3d", "full", device, slices=16, folds=1, field=256),
+                     Row("segresnet2d", "shipped", device, slices=70, folds=1, baseline=False)]
+    return rows
+
+
+def manifest_settings(family: str, size: str) -> tuple[dict, Path | None]:
+    """Manifest fields for a row, and the trained weights folder when the row can use it."""
+    settings = dict(SHIPPED_DEFAULTS[family])
+    shipped = ROOT / "weights"
+    if (shipped / "manifest.json").is_file():
+        trained = json.loads((shipped / "manifest.json").read_text())
+        if trained.get("family") == family:
+            settings = {k: trained[k] for k in ("input_mode", "network", "inference", "threshold") if k in trained}
+            if size == "shipped":
+                return settings, shipped
+    if size == "full":
+        settings = {**settings, "network": {"init_filters": 32}}
+    return settings, None
+
+
+def final_head(model: nn.Module) -> nn.Conv2d | nn.Conv3d:
+    """The convolution that produces the network's output logit."""
+    if hasattr(model, "stage2"):
+        return model.stage2.head.conv.conv
+    return model.up_layers[-1].head
+
+
+@torch.inference_mode()
+def calibrate(model: nn.Module, family: str, hu: np.ndarray, device: torch.device) -> None:
+    """Rescale a random head so its logits on a sample of the case have spread 8, 30 % positive."""
+    crop = torch.from_numpy(hu[head_box(hu)].astype(np.float32))
+    if family == "segresnet2d":  # the middle slice at half resolution
+        sample = torch.nn.functional.avg_pool2d(window_slices(crop[len(crop) // 2:][:1], "windows3"), 2)
+    else:  # a patch of up to 16 × 96 × 96 at the crop's centre
+        centre = [n // 2 for n in crop.shape]
+        patch = tuple(slice(max(c - h, 0), c + h) for c, h in zip(centre, (8, 48, 48), strict=True))
+        sample = window_volume(crop[patch])[None]
+    factor = model.shape_factor()
+    pads = [p for n, f in zip(reversed(sample.shape[2:]), reversed(tuple(factor)), strict=True) for p in (0, -n % f)]
+    sample = torch.nn.functional.pad(sample, pads)  # windowed air is 0
+    channels = next(model.parameters()).shape[1]
+    if sample.shape[1] != channels:  # slice modes: the windows stand in for the neighbours
+        sample = sample.repeat(1, channels // sample.shape[1], *[1] * (sample.dim() - 2))
+    logits = model(sample.to(device)).float().flatten()
+    centre, spread = torch.quantile(logits.cpu(), 0.7), logits.std().cpu().clamp_min(1e-6)
+    head = final_head(model)
+    head.bias -= centre.to(device)
+    head.weight *= (8.0 / spread).to(device)
+    head.bias *= (8.0 / spread).to(device)
+
+
+def make_models(row: Row, hu: np.ndarray, workdir: Path) -> tuple[list[nn.Module], Manifest, bool]:
+    """Fold networks for a row on its device: trained weights if shipped, else calibrated random ones."""
+    device = torch.device(row.device)
+    settings, trained = manifest_settings(row.family, row.size)
+    if trained is not None:
+        manifest = load_manifest(trained)
+        return load_models(trained, manifest, device)[: row.folds], manifest, True
+    data = {"family": row.family, **settings}
+    probe = Manifest.from_dict({**data, "folds": [{"file": "-", "sha256": "-"}]})
+    states = []
+    for fold in range(row.folds):
+        torch.manual_seed(fold)
+        states.append(build_model(probe).state_dict())
+    folder = workdir / f"weights-{row.family}-{row.size}"
+    manifest = write_weights(folder, data, states)
+    models = load_models(folder, manifest, device)
+    for model in models:
+        calibrate(model, row.family, hu, device)
+    return models, manifest, False
+
+
+def read_case(path: Path) -> tuple[sitk.Image, sitk.Image, np.ndarray]:
+    """The container's read stage (process.load_case): read, canonical orientation, HU array."""
+    image = read_image(path)
+    canonical = to_canonical(image)
+    return image, canonical, sitk.GetArrayViewFromImage(canonical).astype(np.float32)
+
+
+def timed_pipeline(path: Path, output: Path, predict: Callable[[np.ndarray], np.ndarray], manifest: Manifest,
+                   device: torch.device) -> dict:
+    """Run read → predict → post-process → write once; seconds per stage, probability and mask."""
+    seconds: dict[str, float] = {}
+    with peak_memory(device) as memory:
+        start = time.perf_counter()
+        image, canonical, hu = read_case(path)
+        seconds["read"] = time.perf_counter() - start
+        start = time.perf_counter()
+        prob = predict(hu)
+        sync(device)
+        seconds["ensemble"] = time.perf_counter() - start
+        start = time.perf_counter()
+        spacing = canonical.GetSpacing()[::-1]
+        mask = postprocess(prob, spacing, manifest.threshold, manifest.postprocess)
+        seconds["postprocess"] = time.perf_counter() - start
+        start = time.perf_counter()
+        write_image_atomic(mask_image(mask, canonical, image), output)
+        seconds["write"] = time.perf_counter() - start
+    seconds["end_to_end"] = sum(seconds.values())
+    return {"seconds": seconds, "memory": memory, "prob": prob, "mask": mask}
+
+
+def recorded_modules(models: list[nn.Module]) -> dict[str, nn.Module]:
+    modules: dict[str, nn.Module] = {}
+    for index, model in enumerate(models):
+        if hasattr(model, "stage1"):
+            modules |= {f"fold{index}.stage1": model.stage1, f"fold{index}.stage2": model.stage2}
+        else:
+            modules[f"fold{index}"] = model
+    return modules
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    total = int(a.sum()) + int(b.sum())
+    return 1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
+
+
+def same_input_reference(models: list[nn.Module], manifest: Manifest, hu: np.ndarray,
+                         device: torch.device) -> np.ndarray:
+    """The baseline computation on the head-box crop our predictor sees (same slice context).
+
+    Instance normalisation makes a network's output depend on how much air surrounds the head, so
+    the uncropped baseline and the cropped predictor differ by the network's sensitivity to that
+    (large for random weights); this reference isolates the pipeline: batching, fp16, layout.
+    """
+    prob = np.zeros(hu.shape, dtype=np.float32)
+    box = head_box(hu)
+    context = SLICE_CONTEXT[manifest.input_mode] if manifest.family == "segresnet2d" else 0
+    lo, hi = max(box[0].start - context, 0), min(box[0].stop + context, hu.shape[0])
+    crop = hu[lo:hi, box[1], box[2]]
+    if manifest.family == "segresnet2d":  # pad as the predictor does: air after the last row and column
+        factor = models[0].shape_factor()
+        crop = np.pad(crop, [(0, 0), *[(0, -n % f) for n, f in zip(crop.shape[1:], factor, strict=True)]],
+                      constant_values=PAD_HU)
+    crop = baseline_probability(models, manifest, np.ascontiguousarray(crop), device)
+    prob[box] = crop[box[0].start - lo: box[0].stop - lo, : box[1].stop - box[1].start, : box[2].stop - box[2].start]
+    return prob
+
+
+def run_row(row: Row, peak: float, workdir: Path) -> dict:
+    device = torch.device(row.device)
+    hu = head_ct(row.slices, row.field)
+    path = workdir / f"case-{row.slices}-{row.field}.nii.gz"
+    sitk.WriteImage(to_image(hu), str(path))
+    models, manifest, trained = make_models(row, hu.astype(np.float32), workdir)
+    predictor = EnsemblePredictor(models, manifest, device, mirror=False)
+    if device.type == "cuda":  # one untimed pass: cuDNN algorithm choice and allocator warm-up
+        predictor(hu.astype(np.float32))
+    recorder = ShapeRecorder(recorded_modules(models))
+    ours = timed_pipeline(path, workdir / "ours.nii.gz", predictor, manifest, device)
+    recorder.remove()
+    flops = recorder.flops()
+    result: dict = {
+        "row": row.name, "family": row.family, "size": row.size, "device": row.device,
+        "network": manifest.network, "input_mode": manifest.input_mode, "trained_weights": trained,
+        "case": {"slices": row.slices, "field": row.field, "folds": row.folds},
+        "seconds": ours["seconds"], "memory_mb": ours["memory"], "gflop": flops / 1e9,
+        "achieved_tflops": flops / ours["seconds"]["ensemble"] / 1e12,
+        "fraction_of_peak": flops / ours["seconds"]["ensemble"] / peak,
+        "head_box_fraction": float(np.prod([s.stop - s.start for s in head_box(hu)]) / hu.size),
+        "mask_fraction": float(ours["mask"].mean()),
+    }
+    if row.reduced and row.field == 512:
+        scale = FULL_SLICES / row.slices
+        other = result["seconds"]["end_to_end"] - result["seconds"]["ensemble"]
+        result["seconds_per_case"] = other * scale + result["seconds"]["ensemble"] * scale * FULL_FOLDS / row.folds
+        result["extrapolated"] = True
+    elif not row.reduced:
+        result["seconds_per_case"], result["extrapolated"] = result["seconds"]["end_to_end"], False
+    if row.baseline:
+        def plain(volume: np.ndarray) -> np.ndarray:
+            return baseline_probability(models, manifest, volume, device)
+        if device.type == "cuda":
+            plain(hu.astype(np.float32))
+        recorder = ShapeRecorder(recorded_modules(models))
+        theirs = timed_pipeline(path, workdir / "baseline.nii.gz", plain, manifest, device)
+        recorder.remove()
+        result["baseline"] = {"seconds": theirs["seconds"], "memory_mb": theirs["memory"],
+                              "gflop": recorder.flops() / 1e9}
+        result["speedup"] = theirs["seconds"]["end_to_end"] / ours["seconds"]["end_to_end"]
+        result["speedup_ensemble"] = theirs["seconds"]["ensemble"] / ours["seconds"]["ensemble"]
+        result["dice_vs_baseline"] = dice(ours["mask"], theirs["mask"])
+        result["max_abs_dprob"] = float(np.abs(ours["prob"] - theirs["prob"]).max())
+        same = same_input_reference(models, manifest, hu.astype(np.float32), device)
+        same_mask = postprocess(same, to_image(hu).GetSpacing()[::-1], manifest.threshold, manifest.postprocess)
+        result["dice_same_input"] = dice(ours["mask"], same_mask)
+        result["max_abs_dprob_same_input"] = float(np.abs(ours["prob"] - same).max())
+    return result
+
+
+def table(results: list[dict], peaks: dict[str, dict]) -> str:
+    """A Markdown table of the rows (the README's copy comes from here)."""
+    head = ("| row | case (slices × folds, field) | ours s (read / ensemble / post / write) | baseline s | speedup "
+            "| s per 32-slice 5-fold case | GFLOP | TFLOP/s | of peak | peak MB | Dice (same input) "
+            "| max abs Δp (same input) |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in results:
+        s, b = r["seconds"], r.get("baseline")
+        memory = r["memory_mb"].get("peak_cuda_mb", r["memory_mb"]["peak_rss_mb"])
+        per_case = r.get("seconds_per_case")
+        lines.append(" | ".join([
+            f"| {r['row']}{' (trained)' if r['trained_weights'] else ''}",
+            f"{r['case']['slices']} × {r['case']['folds']}, {r['case']['field']}²",
+            f"{s['end_to_end']:.2f} ({s['read']:.2f} / {s['ensemble']:.2f} / {s['postprocess']:.2f}"
+            f" / {s['write']:.2f})",
+            f"{b['seconds']['end_to_end']:.2f}" if b else "–",
+            f"{r['speedup']:.2f}×" if b else "–",
+            "–" if per_case is None else f"{per_case:.2f}{' (extrap.)' if r['extrapolated'] else ''}",
+            f"{r['gflop']:.0f}", f"{r['achieved_tflops']:.3f}", f"{r['fraction_of_peak']:.2f}", f"{memory:.0f}",
+            f"{r['dice_vs_baseline']:.4f} ({r['dice_same_input']:.4f})" if b else "–",
+            f"{r['max_abs_dprob']:.1e} ({r['max_abs_dprob_same_input']:.1e}) |" if b else "– |"]))
+    notes = [f"peak {device}: {p['tflops']:.3f} TFLOP/s ({p['how']})" for device, p in peaks.items()]
+    return "\n".join([*lines, "", *notes])
+
+
+def summary(results: list[dict]) -> str:
+    """The last line: the full-size 2D ensemble on the fastest device present."""
+    rows = [r for r in results if r["family"] == "segresnet2d" and r["size"] == "full" and "baseline" in r]
+    row = next((r for r in rows if r["device"] == "cuda"), rows[0] if rows else None)
+    if row is None:
+        return "speedup=nan fraction_of_peak=nan seconds_per_case=nan peak_mb=nan"
+    memory = row["memory_mb"].get("peak_cuda_mb", row["memory_mb"]["peak_rss_mb"])
+    return (f"speedup={row['speedup']:.2f} fraction_of_peak={row['fraction_of_peak']:.2f} "
+            f"seconds_per_case={row.get('seconds_per_case', float('nan')):.2f} peak_mb={memory:.0f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="CPU rows on slimmer cases (a few minutes on 2 cores)")
+    parser.add_argument("--device", choices=("all", "cpu", "cuda"), default="all")
+    parser.add_argument("--json", type=Path, default=Path(tempfile.gettempdir()) / "ich_bench.json")
+    args = parser.parse_args(argv)
+    devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
+    devices = [d for d in devices if d == "cpu" or torch.cuda.is_available()]
+    if not devices:
+        print("error: --device cuda was asked for but no CUDA device is available", file=sys.stderr)
+        return 2
+    peaks, results = {}, []
+    with tempfile.TemporaryDirectory(prefix="ich-bench-") as tmp:
+        for device in devices:
+            flops, how = matmul_peak(torch.device(device))
+            peaks[device] = {"tflops": flops / 1e12, "how": how}
+            print(f"{device}: matmul peak {flops / 1e12:.3f} TFLOP/s ({how}), {torch.get_num_threads()} threads",
+                  flush=True)
+        for row in plan(args.quick, devices):
+            start = time.perf_counter()
+            result = run_row(row, peaks[row.device]["tflops"] * 1e12, Path(tmp))
+            results.append(result)
+            print(f"{row.name} ({row.slices} slices × {row.folds} folds, {row.field}²): "
+                  f"{result['seconds']['end_to_end']:.2f} s, speedup {result.get('speedup', float('nan')):.2f}×, "
+                  f"Dice {result.get('dice_vs_baseline', float('nan')):.4f} [{time.perf_counter() - start:.0f} s]",
+                  flush=True)
+    report = {"quick": args.quick, "torch": torch.__version__, "threads": torch.get_num_threads(),
+              "peaks": peaks, "rows": results, "summary": summary(results)}
+    args.json.write_text(json.dumps(report, indent=2) + "\n")
+    print()
+    print(table(results, peaks))
+    print(f"json: {args.json}")
+    print(report["summary"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

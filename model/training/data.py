@@ -1,0 +1,219 @@
+"""Training data: cached canonical arrays, and the 2D slice and 3D patch datasets with MONAI augmentation.
+
+Every case is read with :func:`model.io.read_image` and turned with :func:`model.io.to_canonical`
+exactly as ``process.py`` does, then cached as ``.npy`` (HU and a 0/1 label) so later epochs and
+runs skip the NIfTI decoding. Windowing uses :mod:`model.windowing`, the functions inference uses,
+on the fly: the network sees during training what it will see in the container.
+
+Samples are a pure function of ``(seed, epoch, index)``: case, slice, crop and augmentation are
+drawn from a generator seeded by that triple. So a resumed run draws the samples the uninterrupted
+run would have drawn, data-loader workers need no seed juggling, and a multi-process run (each rank
+taking every world-size-th index of one permutation) sees exactly the samples a single process sees.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from monai import transforms as mt
+from torch.utils.data import Dataset
+
+from model.io import CaseError, read_image, to_canonical
+from model.predictor import HEAD_HU
+from model.training.splits import TrainCase
+from model.windowing import window_slices, window_volume
+
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class CachedCase:
+    """A case's canonical arrays on disk and what sampling needs to know about them."""
+
+    name: str
+    hu_path: Path
+    label_path: Path
+    spacing_zyx: tuple[float, float, float]
+    foreground_slices: tuple[int, ...]
+    head_slices: tuple[int, ...]
+
+    def hu(self) -> np.ndarray:
+        return np.load(self.hu_path, mmap_mode="r")
+
+    def label(self) -> np.ndarray:
+        return np.load(self.label_path, mmap_mode="r")
+
+
+def _key(case: TrainCase) -> str:
+    """Cache key: both files' absolute paths, sizes and modification times (a changed file is re-read)."""
+    parts = [CACHE_VERSION]
+    for path in (case.image, case.label):
+        stat = path.stat()
+        parts += [str(path.resolve()), stat.st_size, stat.st_mtime_ns]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
+
+
+def canonical_arrays(case: TrainCase) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+    """HU (float32) and 0/1 label (uint8) in the canonical (z, y, x) orientation, and the spacing (z, y, x)."""
+    image = to_canonical(read_image(case.image))
+    label = to_canonical(read_image(case.label))
+    hu = sitk.GetArrayFromImage(image).astype(np.float32)
+    mask = (sitk.GetArrayFromImage(label) > 0).astype(np.uint8)
+    if hu.shape != mask.shape:
+        raise CaseError(f"{case.label}: label shape {mask.shape[::-1]} differs from image shape {hu.shape[::-1]}")
+    return hu, mask, tuple(float(s) for s in image.GetSpacing()[::-1])
+
+
+def cache_case(case: TrainCase, cache_dir: Path) -> CachedCase:
+    """Read the case once and keep its canonical arrays as ``.npy`` (int16 HU when lossless)."""
+    folder = cache_dir / f"{case.name}-{_key(case)}"
+    meta_path = folder / "meta.json"
+    if not meta_path.is_file():
+        hu, mask, spacing = canonical_arrays(case)
+        folder.mkdir(parents=True, exist_ok=True)
+        integral = np.array_equal(hu, np.rint(hu)) and hu.min() >= -32768 and hu.max() <= 32767
+        np.save(folder / "hu.npy", hu.astype(np.int16) if integral else hu)
+        np.save(folder / "label.npy", mask)
+        meta = {"spacing_zyx": spacing,
+                "foreground_slices": np.flatnonzero(mask.any(axis=(1, 2))).tolist(),
+                "head_slices": np.flatnonzero((hu > HEAD_HU).any(axis=(1, 2))).tolist() or list(range(len(hu)))}
+        tmp = folder / "meta.json.partial"
+        tmp.write_text(json.dumps(meta))
+        tmp.replace(meta_path)  # written last: a present meta.json means a complete cache entry
+    meta = json.loads(meta_path.read_text())
+    return CachedCase(case.name, folder / "hu.npy", folder / "label.npy", tuple(meta["spacing_zyx"]),
+                      tuple(meta["foreground_slices"]), tuple(meta["head_slices"]))
+
+
+def slice_input(hu: np.ndarray, z: int, mode: str) -> torch.Tensor:
+    """Network input (C, Y, X) of slice ``z``: windowed with the slice below and above, as inference does."""
+    lo, hi = max(z - 1, 0), min(z + 2, hu.shape[0])
+    return window_slices(torch.from_numpy(np.asarray(hu[lo:hi], dtype=np.float32)), mode)[z - lo]
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Augmentation strengths (SPEC §2, second seed); ``enabled=False`` gives crops only."""
+
+    enabled: bool = True
+    rotate_deg: float = 15.0
+    scale: float = 0.15
+    affine_prob: float = 0.3
+    noise_std: float = 0.02
+    intensity_scale: float = 0.1
+    intensity_shift: float = 0.05
+
+
+def _augmentations(spatial_dims: int, aug: Augment, keys: list[str]) -> list[mt.Transform]:
+    """Flips on every spatial axis, rotation (in-plane) and scaling, then intensity changes of the image only."""
+    if not aug.enabled:
+        return []
+    rotate = np.deg2rad(aug.rotate_deg)
+    flips = [mt.RandFlipd(keys, prob=0.5, spatial_axis=axis) for axis in range(spatial_dims)]
+    modes = tuple("nearest" if key == "label" else "bilinear" for key in keys)
+    return [
+        *flips,
+        mt.RandAffined(keys, prob=aug.affine_prob, mode=modes, padding_mode="zeros",
+                       rotate_range=(rotate,) if spatial_dims == 2 else (rotate, 0.0, 0.0),  # about z: in-plane
+                       scale_range=(aug.scale,) * spatial_dims),
+        mt.RandGaussianNoised("image", prob=0.15, std=aug.noise_std),
+        mt.RandScaleIntensityd("image", factors=aug.intensity_scale, prob=0.3),
+        mt.RandShiftIntensityd("image", offsets=aug.intensity_shift, prob=0.3),
+    ]
+
+
+class _SeededDataset(Dataset):
+    """Index-seeded sampling shared by both datasets (see the module docstring)."""
+
+    def __init__(self, cases: list[CachedCase], length: int, seed: int, foreground_fraction: float) -> None:
+        if not cases:
+            raise ValueError("no training cases")
+        self.cases = cases
+        self.length = length
+        self.seed = seed
+        self.epoch = 0
+        self.foreground_fraction = foreground_fraction
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def _rng(self, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch, index])
+
+    def _run(self, transform: mt.Compose, data: dict, rng: np.random.Generator) -> dict:
+        transform.set_random_state(seed=int(rng.integers(2**31)))
+        with warnings.catch_warnings():  # a crop from a slice without blood: MONAI warns, then crops background
+            warnings.simplefilter("ignore", UserWarning)
+            out = transform(data)
+        out = out[0] if isinstance(out, list) else out
+        return {k: torch.as_tensor(v).float().contiguous() for k, v in out.items()}
+
+
+class SliceDataset(_SeededDataset):
+    """2D SegResNet samples: a slice (holding blood with probability ``foreground_fraction``), windowed,
+    padded to at least ``crop``, cropped around blood (2 of 3 crops) or head tissue, and augmented."""
+
+    def __init__(self, cases: list[CachedCase], mode: str, crop: tuple[int, int], length: int, seed: int = 0,
+                 foreground_fraction: float = 0.67, augment: Augment | None = None) -> None:
+        super().__init__(cases, length, seed, foreground_fraction)
+        self.mode = mode
+        keys = ["image", "label"]
+        self.transform = mt.Compose([
+            mt.SpatialPadd(keys, spatial_size=crop, value=0),
+            mt.RandCropByPosNegLabeld(keys, "label", spatial_size=crop, pos=2, neg=1, image_key="image",
+                                      image_threshold=0.0),
+            *_augmentations(2, augment or Augment(), keys),
+        ])
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        rng = self._rng(index)
+        case = self.cases[int(rng.integers(len(self.cases)))]
+        use_blood = case.foreground_slices and rng.random() < self.foreground_fraction
+        slices = case.foreground_slices if use_blood else case.head_slices
+        z = int(slices[int(rng.integers(len(slices)))])
+        data = {"image": slice_input(case.hu(), z, self.mode),
+                "label": torch.from_numpy(np.asarray(case.label()[z], dtype=np.float32))[None]}
+        return self._run(self.transform, data, rng)
+
+
+class PatchDataset(_SeededDataset):
+    """3D cascade samples: a patch cropped from the HU volume around blood (2 of 3) or head tissue, then
+    windowed (``windows3`` needs no neighbours, so cropping first changes nothing), padded with air and
+    augmented. With ``stage1_probs`` (case name → out-of-fold stage-1 probability file) the probability
+    is cropped along and appended as the last channel: stage 2's input."""
+
+    def __init__(self, cases: list[CachedCase], patch: tuple[int, int, int], length: int, seed: int = 0,
+                 foreground_fraction: float = 0.67, augment: Augment | None = None,
+                 stage1_probs: dict[str, Path] | None = None) -> None:
+        super().__init__(cases, length, seed, foreground_fraction)
+        self.stage1_probs = stage1_probs
+        keys = ["image", "label", "prob"] if stage1_probs else ["image", "label"]
+        self.transform = mt.Compose([
+            mt.RandCropByPosNegLabeld(keys, "label", spatial_size=patch, pos=2, neg=1, image_key="image",
+                                      image_threshold=HEAD_HU, allow_smaller=True),
+            mt.Lambdad("image", lambda hu: window_volume(torch.as_tensor(hu)[0])),
+            mt.SpatialPadd(keys, spatial_size=patch, value=0),
+            *_augmentations(3, augment or Augment(), keys),
+        ])
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        rng = self._rng(index)
+        case = self.cases[int(rng.integers(len(self.cases)))]
+        data = {"image": np.asarray(case.hu(), dtype=np.float32)[None],
+                "label": np.asarray(case.label(), dtype=np.float32)[None]}
+        if self.stage1_probs:
+            data["prob"] = np.load(self.stage1_probs[case.name])[None]
+        out = self._run(self.transform, data, rng)
+        if self.stage1_probs:  # moved with the image by flips and affine, but not by intensity changes
+            out["image"] = torch.cat([out["image"], out.pop("prob")])
+        return out

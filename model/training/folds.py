@@ -1,0 +1,228 @@
+"""A training run: dataset → split → cached cases → one or all folds of either family.
+
+Run folder layout (``--out RUN``)::
+
+    RUN/config.json            family, input mode, network and inference settings (export reads it)
+    RUN/splits.json            the folds' case names (given with --splits, or made with --split-seed)
+    RUN/cache/                 canonical HU and label arrays per case
+    RUN/fold0/                 2D: best.pt, last.pt, training_log.csv, curves.png
+    RUN/fold0/stage1/, stage2/ 3D cascade: the same per stage
+    RUN/oof_stage1/NAME.npy    3D cascade: each case's stage-1 probability from the fold that held it out
+
+Stage 2 of fold k trains on stage-1 probabilities that come, case by case, from the stage-1 model
+of the fold that held that case out, so no probability it learns from was produced by a model that
+saw the case (as nnU-Net's cascade does); its validation runs the real cascade (fold k's stage 1,
+then stage 2) on fold k's held-out cases.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from model.networks import build_network
+from model.training.data import Augment, CachedCase, PatchDataset, SliceDataset, cache_case
+from model.training.distributed import DistInfo, barrier
+from model.training.loop import LoopConfig, fit
+from model.training.losses import build_loss
+from model.training.splits import find_cases, load_or_make_splits, read_splits, write_splits
+from model.training.validation import dice, predict_case, probe_manifest, stage1_probability
+from model.windowing import CHANNELS
+
+DEFAULTS = {
+    "segresnet2d": {"network": {"init_filters": 32, "blocks_down": [1, 2, 2, 4, 4], "dsdepth": 4},
+                    "lr": 2e-4, "weight_decay": 1e-5, "optimizer": "adamw", "batch_size": 32},
+    "cascade3d": {"network": {"init_filters": 32, "max_filters": 320,
+                              "pool_kernels": [[1, 2, 2], [1, 2, 2], [2, 2, 2], [2, 2, 2]]},
+                  "lr": 0.01, "weight_decay": 0.0, "optimizer": "adam", "batch_size": 2},
+}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """What the run trains (fixed for the run; ``config.json``); export builds the manifest from it."""
+
+    family: str
+    input_mode: str
+    network: dict
+    inference: dict
+    crop: tuple[int, ...]
+    folds: int
+    dataset: str
+    training: dict = field(default_factory=dict)
+
+    def check_against(self, path: Path) -> None:
+        """A run folder keeps one model: refuse to mix families, modes or networks in it."""
+        if not path.is_file():
+            return
+        old = json.loads(path.read_text())
+        for key in ("family", "input_mode", "network", "crop", "folds"):
+            new = json.loads(json.dumps(asdict(self)[key]))
+            if old.get(key) != new:
+                raise ValueError(f"{path}: run was made with {key}={old.get(key)!r}, not {new!r}; use another --out")
+
+
+def _cache_all(dataset: Path, run: Path, info: DistInfo) -> dict[str, CachedCase]:
+    """Every rank caches its share, then all read the (now complete) cache."""
+    cases = find_cases(dataset)
+    for case in cases[info.rank::info.world_size]:
+        cache_case(case, run / "cache")
+    barrier(info)
+    return {case.name: cache_case(case, run / "cache") for case in cases}
+
+
+def prepare(args, info: DistInfo) -> tuple[RunConfig, list[dict], dict[str, CachedCase]]:
+    """Config, split and cache of the run folder (written by rank 0, read by all)."""
+    run: Path = args.out
+    defaults = DEFAULTS[args.family]
+    network = dict(defaults["network"])
+    network.update({k: v for k, v in {"init_filters": args.init_filters, "blocks_down": args.blocks_down,
+                                      "dsdepth": args.dsdepth}.items() if v is not None and k in network})
+    if args.family == "segresnet2d":
+        crop = tuple(args.crop)
+        inference = {"batch_size": 8}
+    else:
+        if args.input_mode != "windows3":
+            raise ValueError("the 3D cascade takes the windows3 input mode only")
+        crop = tuple(args.patch)
+        inference = {"roi_size": list(crop), "overlap": 0.5, "batch_size": 2}
+    factor = tuple(int(f) for f in build_network(args.family, CHANNELS[args.input_mode], network).shape_factor())
+    if len(crop) != len(factor) or any(c % f for c, f in zip(crop, factor, strict=True)):
+        raise ValueError(f"crop/patch {crop} must be a multiple of the network's shape factor {factor}")
+    training = {"epochs": args.epochs, "steps_per_epoch": args.steps_per_epoch, "seed": args.seed,
+                "split_seed": args.split_seed, "augment": not args.no_augment,
+                **{k: v for k, v in asdict(loop_config(args, args.family)).items()
+                   if k in ("batch_size", "lr", "weight_decay", "optimizer")},
+                "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    config = RunConfig(args.family, args.input_mode, network, inference, crop, args.folds, str(args.data), training)
+    run.mkdir(parents=True, exist_ok=True)
+    config.check_against(run / "config.json")
+    cases = _cache_all(args.data, run, info)
+    names = sorted(cases)
+    if info.is_main:
+        if args.splits:
+            write_splits(read_splits(args.splits, names), run / "splits.json")
+        load_or_make_splits(run / "splits.json", names, args.folds, args.split_seed)
+        (run / "config.json").write_text(json.dumps(asdict(config), indent=1) + "\n")
+    barrier(info)
+    splits = read_splits(run / "splits.json", names)
+    if len(splits) != args.folds:
+        raise ValueError(f"{run / 'splits.json'} has {len(splits)} folds but --folds is {args.folds}")
+    return config, splits, cases
+
+
+def loop_config(args, family: str) -> LoopConfig:
+    defaults = DEFAULTS[family]
+    return LoopConfig(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
+                      batch_size=args.batch_size or defaults["batch_size"], lr=args.lr or defaults["lr"],
+                      weight_decay=defaults["weight_decay"] if args.weight_decay is None else args.weight_decay,
+                      optimizer=defaults["optimizer"], workers=args.workers, seed=args.seed, resume=args.resume,
+                      validate_every=args.validate_every)
+
+
+def _network(config: RunConfig, seed: int) -> nn.Module:
+    torch.manual_seed(seed)  # every rank builds the same initial weights
+    return build_network(config.family, CHANNELS[config.input_mode], config.network)
+
+
+def train_fold_2d(args, config: RunConfig, split: dict, cases: dict[str, CachedCase], fold: int,
+                  info: DistInfo) -> dict:
+    loop = loop_config(args, config.family)
+    model = _network(config, args.seed + fold)
+    dataset = SliceDataset([cases[n] for n in split["train"]], config.input_mode, config.crop,
+                           loop.steps_per_epoch * loop.batch_size, seed=args.seed + fold,
+                           augment=Augment(enabled=not args.no_augment))
+    manifest = probe_manifest(config.family, config.input_mode, config.network, config.inference)
+
+    def val_dice(module: nn.Module, case: CachedCase) -> float:
+        return dice(predict_case(module, manifest, case, info.device) >= 0.5, case.label())
+
+    return fit(model, dataset, build_loss(config.family), [cases[n] for n in split["val"]], val_dice,
+               args.out / f"fold{fold}", loop, info, desc=f"fold {fold}")
+
+
+def stage1_oof(args, config: RunConfig, splits: list[dict], cases: dict[str, CachedCase],
+               info: DistInfo) -> dict[str, Path]:
+    """Out-of-fold stage-1 probability of every case (each from the fold that held it out), cached."""
+    out = args.out / "oof_stage1"
+    out.mkdir(parents=True, exist_ok=True)
+    holder = {name: fold for fold, split in enumerate(splits) for name in split["val"]}
+    missing = [f for f in sorted(set(holder.values())) if not (args.out / f"fold{f}/stage1/best.pt").is_file()]
+    if missing:
+        raise FileNotFoundError(f"{args.out}/fold{missing[0]}/stage1/best.pt: stage 2 needs stage 1 of every "
+                                "fold first (out-of-fold probabilities); run --stage 1 --fold all")
+    stages: dict[int, nn.Module] = {}
+    inf = config.inference
+    for name in sorted(holder)[info.rank::info.world_size]:
+        path = out / f"{name}.npy"
+        if path.is_file():
+            continue
+        fold = holder[name]
+        if fold not in stages:
+            stage = _network(config, 0).stage1
+            stage.load_state_dict(torch.load(args.out / f"fold{fold}/stage1/best.pt", map_location="cpu",
+                                             weights_only=True)["model"])
+            stages[fold] = stage.to(info.device).eval()
+        prob = stage1_probability(stages[fold], np.asarray(cases[name].hu(), dtype=np.float32),
+                                  tuple(inf["roi_size"]), inf["overlap"], inf["batch_size"], info.device)
+        np.save(out / f".{name}.partial.npy", prob.astype(np.float16))
+        (out / f".{name}.partial.npy").replace(path)
+    barrier(info)
+    return {name: out / f"{name}.npy" for name in holder}
+
+
+def train_fold_3d(args, config: RunConfig, splits: list[dict], cases: dict[str, CachedCase], fold: int,
+                  info: DistInfo) -> dict:
+    loop = loop_config(args, config.family)
+    split = splits[fold]
+    train_cases, val_cases = [cases[n] for n in split["train"]], [cases[n] for n in split["val"]]
+    cascade = _network(config, args.seed + fold)
+    inf = config.inference
+    if args.stage == 1:
+        dataset = PatchDataset(train_cases, config.crop, loop.steps_per_epoch * loop.batch_size,
+                               seed=args.seed + fold, augment=Augment(enabled=not args.no_augment))
+
+        def val_dice(module: nn.Module, case: CachedCase) -> float:
+            prob = stage1_probability(module, np.asarray(case.hu(), dtype=np.float32), tuple(inf["roi_size"]),
+                                      inf["overlap"], inf["batch_size"], info.device)
+            return dice(prob >= 0.5, case.label())
+
+        return fit(cascade.stage1, dataset, build_loss(config.family), val_cases, val_dice,
+                   args.out / f"fold{fold}/stage1", loop, info, desc=f"fold {fold} stage 1")
+
+    probs = stage1_oof(args, config, splits, cases, info)
+    cascade.stage1.load_state_dict(torch.load(args.out / f"fold{fold}/stage1/best.pt", map_location="cpu",
+                                              weights_only=True)["model"])
+    cascade.stage1.to(info.device).requires_grad_(False)
+    dataset = PatchDataset(train_cases, config.crop, loop.steps_per_epoch * loop.batch_size, seed=args.seed + fold,
+                           augment=Augment(enabled=not args.no_augment),
+                           stage1_probs={c.name: probs[c.name] for c in train_cases})
+    manifest = probe_manifest(config.family, config.input_mode, config.network, config.inference)
+
+    def cascade_dice(module: nn.Module, case: CachedCase) -> float:
+        cascade.stage2 = module  # the stage being trained, behind this fold's fixed stage 1
+        return dice(predict_case(cascade.eval(), manifest, case, info.device) >= 0.5, case.label())
+
+    return fit(cascade.stage2, dataset, build_loss(config.family), val_cases, cascade_dice,
+               args.out / f"fold{fold}/stage2", loop, info, desc=f"fold {fold} stage 2")
+
+
+def run_training(args, info: DistInfo) -> list[dict]:
+    """Train the folds asked for; returns each fold's ``{"epoch", "best_dice"}``."""
+    config, splits, cases = prepare(args, info)
+    folds = range(config.folds) if args.fold == "all" else [int(args.fold)]
+    results = []
+    for fold in folds:
+        if not 0 <= fold < config.folds:
+            raise ValueError(f"--fold {fold} is outside 0..{config.folds - 1}")
+        if config.family == "segresnet2d":
+            results.append(train_fold_2d(args, config, splits[fold], cases, fold, info))
+        else:
+            results.append(train_fold_3d(args, config, splits, cases, fold, info))
+    return results

@@ -1,0 +1,155 @@
+"""The training loop of one fold: steps, per-epoch validation Dice, best and last checkpoints, resume, log.
+
+Written once for both families; what differs (network, dataset, loss, how a validation case is
+predicted) comes in as arguments. ``last.pt`` holds everything needed to continue (model, optimiser,
+scheduler, gradient scaler, epoch, best score); ``best.pt`` the model of the epoch with the highest
+validation Dice. ``training_log.csv`` gets one row per epoch and ``curves.png`` is redrawn from it.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from model.training.data import CachedCase
+from model.training.distributed import DistInfo, all_sum, barrier
+from model.training.plots import plot_curves
+
+LOG_FIELDS = ("epoch", "train_loss", "val_dice", "val_cases", "lr", "seconds")
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    epochs: int
+    steps_per_epoch: int
+    batch_size: int  # global: split evenly over the ranks
+    lr: float
+    weight_decay: float = 0.0
+    optimizer: str = "adamw"  # "adamw" (2D seed) or "adam" (3D seed)
+    workers: int = 2
+    seed: int = 0
+    resume: bool = False
+    validate_every: int = 1
+
+
+def make_optimizer(params: list[nn.Parameter], config: LoopConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    raise ValueError(f"unknown optimizer {config.optimizer!r}; expected 'adamw' or 'adam'")
+
+
+def _read_log(path: Path, up_to_epoch: int) -> list[dict]:
+    if not path.is_file():
+        return []
+    with path.open() as handle:
+        return [row for row in csv.DictReader(handle) if int(row["epoch"]) <= up_to_epoch]
+
+
+def _write_log(rows: list[dict], path: Path) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, LOG_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _save(state: dict, path: Path) -> None:
+    """Write beside the target, then rename: an interrupted save never leaves a broken checkpoint."""
+    tmp = path.with_name(f".{path.name}.partial")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def fit(model: nn.Module, dataset, loss_fn: Callable, val_cases: list[CachedCase],
+        val_dice: Callable[[nn.Module, CachedCase], float], out_dir: Path, config: LoopConfig,
+        info: DistInfo, desc: str = "train") -> dict:
+    """Train ``model`` and return ``{"epoch", "best_dice"}``; validation cases are shared out over the ranks.
+
+    ``val_dice(module, case)`` predicts one case with the bare (unwrapped) module in eval mode and
+    returns its Dice, NaN for a case without blood (left out of the mean).
+    """
+    if config.batch_size % info.world_size:
+        raise ValueError(f"global batch {config.batch_size} is not divisible by {info.world_size} processes")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    last_path, best_path, log_path = out_dir / "last.pt", out_dir / "best.pt", out_dir / "training_log.csv"
+    model.to(info.device)
+    optimizer = make_optimizer(list(model.parameters()), config)
+    total_steps = config.epochs * config.steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps, eta_min=0.0)
+    cuda = info.device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=cuda)
+    start_epoch, best = 1, -math.inf
+    if config.resume and last_path.is_file():
+        state = torch.load(last_path, map_location=info.device, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        start_epoch, best = int(state["epoch"]) + 1, float(state["best_dice"])
+    rows = _read_log(log_path, start_epoch - 1)
+
+    net = DistributedDataParallel(model, device_ids=[info.device.index] if cuda else None) if info.enabled else model
+    sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True,
+                                 seed=config.seed, drop_last=True)
+    loader = DataLoader(dataset, batch_size=config.batch_size // info.world_size, sampler=sampler,
+                        num_workers=config.workers, pin_memory=cuda, drop_last=True)
+    for epoch in range(start_epoch, config.epochs + 1):
+        started = time.perf_counter()
+        dataset.set_epoch(epoch)
+        sampler.set_epoch(epoch)
+        net.train()
+        loss_sum, steps = 0.0, 0
+        bar = tqdm(loader, desc=f"{desc} epoch {epoch}/{config.epochs}", disable=not info.is_main, leave=False)
+        for batch in bar:
+            image = batch["image"].to(info.device, non_blocking=True)
+            label = batch["label"].to(info.device, non_blocking=True)
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(device_type=info.device.type, dtype=torch.float16, enabled=cuda):
+                loss = loss_fn(net(image), label)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            loss_sum += float(loss.detach())
+            steps += 1
+            bar.set_postfix(loss=f"{loss_sum / steps:.4f}")
+        train_loss = all_sum([loss_sum / max(steps, 1)], info)[0] / info.world_size
+        dice = math.nan
+        count = 0
+        if epoch % config.validate_every == 0 or epoch == config.epochs:
+            model.eval()
+            with torch.no_grad():
+                scores = [val_dice(model, case) for case in val_cases[info.rank::info.world_size]]
+            model.train()
+            total, count = all_sum([sum(s for s in scores if not math.isnan(s)),
+                                    sum(1 for s in scores if not math.isnan(s))], info)
+            dice, count = (total / count if count else math.nan), int(count)
+        if info.is_main:
+            improved = not best_path.is_file() or dice > best
+            best = dice if improved and not math.isnan(dice) else best
+            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                     "epoch": epoch, "best_dice": best}
+            _save(state, last_path)
+            if improved:
+                _save({"model": state["model"], "epoch": epoch, "val_dice": dice}, best_path)
+            rows.append({"epoch": epoch, "train_loss": f"{train_loss:.6f}", "val_dice": f"{dice:.6f}",
+                         "val_cases": count, "lr": f"{scheduler.get_last_lr()[0]:.3e}",
+                         "seconds": f"{time.perf_counter() - started:.1f}"})
+            _write_log(rows, log_path)
+            plot_curves(rows, out_dir / "curves.png", title=desc)
+            print(f"{desc} epoch {epoch}/{config.epochs}: loss {train_loss:.4f}, val Dice {dice:.4f} "
+                  f"({count} case(s)), {time.perf_counter() - started:.0f} s", flush=True)
+        barrier(info)
+    return {"epoch": config.epochs, "best_dice": best}

@@ -1,0 +1,53 @@
+"""Predicting a held-out case during training, through the inference code itself.
+
+The 2D family and the full cascade go through :class:`model.predictor.EnsemblePredictor` with a
+one-model "ensemble", so validation Dice measures exactly what the container will compute. Stage 1
+of the cascade alone has no predictor path; :func:`stage1_probability` mirrors the predictor's
+(crop to the head box, Gaussian sliding window, zero outside the box) and also makes the
+out-of-fold probabilities stage 2 trains on.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from monai.inferers import sliding_window_inference
+from monai.metrics import compute_dice
+from torch import nn
+
+from model.predictor import EnsemblePredictor, head_box
+from model.training.data import CachedCase
+from model.weights import Fold, Manifest
+from model.windowing import window_volume
+
+
+def dice(pred: np.ndarray, label: np.ndarray) -> float:
+    """Dice of two binary volumes; NaN when the label is empty (such cases are left out of the mean)."""
+    as_tensor = [torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None, None] for a in (pred, label)]
+    return float(compute_dice(*as_tensor, include_background=True, ignore_empty=True)[0, 0])
+
+
+def probe_manifest(family: str, input_mode: str, network: dict, inference: dict) -> Manifest:
+    """A manifest for an in-memory model (no files): what the predictor needs to run it."""
+    return Manifest(family=family, input_mode=input_mode, folds=(Fold("in-memory", "-"),), network=network,
+                    inference=inference)
+
+
+def predict_case(model: nn.Module, manifest: Manifest, case: CachedCase, device: torch.device) -> np.ndarray:
+    """Probability volume of one cached case from one model in eval mode."""
+    return EnsemblePredictor([model], manifest, device)(np.asarray(case.hu(), dtype=np.float32))
+
+
+@torch.no_grad()
+def stage1_probability(stage1: nn.Module, hu: np.ndarray, roi: tuple[int, int, int], overlap: float,
+                       batch_size: int, device: torch.device) -> np.ndarray:
+    """Stage 1's probability for a whole volume, computed as the predictor does it for stage 2."""
+    prob = np.zeros(hu.shape, dtype=np.float32)
+    box = head_box(hu)
+    if box is None:
+        return prob
+    x = window_volume(torch.from_numpy(np.ascontiguousarray(hu[box], dtype=np.float32)).to(device))[None]
+    with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+        logits = sliding_window_inference(x, roi, batch_size, stage1, overlap=overlap, mode="gaussian")
+    prob[box] = torch.sigmoid(logits.float())[0, 0].cpu().numpy()
+    return prob

@@ -1,0 +1,112 @@
+"""The ensemble predictor's speed-ups must not change its result: batching, the head-box crop and
+the device-side windowing are checked against naive per-slice / plain MONAI references."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import head_volume, tiny_weights
+from monai.inferers import sliding_window_inference
+
+from model.predictor import PAD_HU, EnsemblePredictor, head_box
+from model.weights import load_manifest, load_models
+from model.windowing import window_slices, window_volume
+
+CPU = torch.device("cpu")
+
+
+def predictor(folder: Path, **kwargs: object) -> EnsemblePredictor:
+    manifest = load_manifest(folder)
+    return EnsemblePredictor(load_models(folder, manifest, CPU), manifest, CPU, **kwargs)
+
+
+def with_air(hu: np.ndarray, z: int = 2, y: int = 7, x: int = 5) -> np.ndarray:
+    """The same head with air slices above and below and an air margin around it."""
+    return np.pad(hu, ((z, z + 1), (y, y + 3), (x + 2, x)), constant_values=-1000).astype(np.float32)
+
+
+@torch.inference_mode()
+def naive_2d(folder: Path, hu: np.ndarray) -> np.ndarray:
+    """One slice at a time, windowed with neighbours from the whole volume, then cropped and padded."""
+    manifest = load_manifest(folder)
+    models = load_models(folder, manifest, CPU)
+    box = head_box(hu)
+    windowed = window_slices(torch.from_numpy(hu), manifest.input_mode)
+    air = window_slices(torch.full((1, 1, 1), PAD_HU), "windows3")[0, 0, 0, 0]
+    prob = np.zeros(hu.shape, dtype=np.float32)
+    for z in range(box[0].start, box[0].stop):
+        x = windowed[z: z + 1, :, box[1], box[2]]
+        factor = models[0].shape_factor()
+        x = torch.nn.functional.pad(x, (0, -x.shape[-1] % factor[1], 0, -x.shape[-2] % factor[0]), value=float(air))
+        mean = sum(torch.sigmoid(model(x)) for model in models) / len(models)
+        prob[z, box[1], box[2]] = mean[0, 0, : box[1].stop - box[1].start, : box[2].stop - box[2].start].numpy()
+    return prob
+
+
+@pytest.mark.parametrize("mode", ["windows3", "combined9"])
+def test_2d_equals_naive_per_slice_reference(tmp_path: Path, mode: str) -> None:
+    tiny_weights(tmp_path, "segresnet2d", mode)
+    hu = with_air(head_volume((7, 40, 36)))
+    expected = naive_2d(tmp_path, hu)
+    got = predictor(tmp_path, batch_size=3)(hu)
+    assert got.shape == hu.shape and got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert got[head_box(hu)].min() > 0 and not got[:2].any() and not got[:, :, :7].any()
+
+
+@pytest.mark.parametrize("mode", ["windows3", "slices3", "combined9"])
+def test_batch_size_does_not_change_the_result(tmp_path: Path, mode: str) -> None:
+    tiny_weights(tmp_path, "segresnet2d", mode)
+    hu = with_air(head_volume((9, 32, 32)))
+    results = [predictor(tmp_path, batch_size=b)(hu) for b in (1, 4, 64)]
+    for other in results[1:]:
+        np.testing.assert_allclose(other, results[0], atol=1e-6)
+
+
+@pytest.mark.parametrize("family", ["segresnet2d", "cascade3d"])
+def test_air_around_the_head_does_not_change_the_result(tmp_path: Path, family: str) -> None:
+    tiny_weights(tmp_path, family, folds=1)
+    hu = head_volume((8, 40, 40)).astype(np.float32)
+    run = predictor(tmp_path, batch_size=2)
+    tight, padded = run(hu), run(with_air(hu, z=0))
+    box = (slice(0, 8), slice(7, 47), slice(7, 47))
+    np.testing.assert_allclose(padded[box], tight, atol=1e-6)
+    outside = padded.copy()
+    outside[box] = 0
+    assert not outside.any()
+
+
+def test_3d_equals_plain_monai_sliding_window(tmp_path: Path) -> None:
+    tiny_weights(tmp_path, "cascade3d", folds=2)
+    manifest = load_manifest(tmp_path)
+    models = load_models(tmp_path, manifest, CPU)
+    hu = with_air(head_volume((8, 48, 40)))
+    box = head_box(hu)
+    roi, overlap = manifest.inference["roi_size"], manifest.inference.get("overlap", 0.5)
+    expected = np.zeros(hu.shape, dtype=np.float32)
+    with torch.inference_mode():
+        x = window_volume(torch.from_numpy(hu[box].copy()))[None]
+        for model in models:
+            stage1 = torch.sigmoid(sliding_window_inference(x, roi, 1, model.stage1, overlap=overlap, mode="gaussian"))
+            stage2 = sliding_window_inference(torch.cat([x, stage1], 1), roi, 1, model.stage2, overlap=overlap,
+                                              mode="gaussian")
+            expected[box] += torch.sigmoid(stage2)[0, 0].numpy() / len(models)
+    got = EnsemblePredictor(models, manifest, CPU, batch_size=3)(hu)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_mirror_averages_the_flipped_prediction(tmp_path: Path) -> None:
+    tiny_weights(tmp_path, "segresnet2d", folds=1)
+    hu = head_volume((4, 32, 32)).astype(np.float32)
+    hu[:, [0, -1], :] = hu[:, :, [0, -1]] = 0.0  # the box is the whole 32 × 32 field: no padding to flip
+    plain, mirrored = predictor(tmp_path, mirror=False), predictor(tmp_path, mirror=True)
+    expected = (plain(hu) + plain(hu[..., ::-1].copy())[..., ::-1]) / 2
+    np.testing.assert_allclose(mirrored(hu), expected, atol=1e-6)
+
+
+def test_volume_without_a_head_gives_zero_probability(tmp_path: Path) -> None:
+    tiny_weights(tmp_path, "segresnet2d", folds=1)
+    assert not predictor(tmp_path)(np.full((3, 32, 32), -1000.0, dtype=np.float32)).any()

@@ -1,0 +1,155 @@
+"""The synthetic data generator: geometry, labels, HU ranges, determinism, subtypes, real-source orientation.
+
+The real sources (Debian invesalius-examples, PyPI pydicom-data) are required: a missing one fails.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from scipy import ndimage as ndi
+
+from model.synthetic import LABEL_FRACTION, generate_case
+from model.synthetic.dataset import main as dataset_main
+from model.synthetic.lesions import SUBTYPES, make_lesion
+from model.synthetic.montage import main as montage_main
+from model.synthetic.sources import load_source
+
+SMALL = {"size": 128, "max_slices": 14}
+
+
+def arrays(ct: sitk.Image, label: sitk.Image) -> tuple[np.ndarray, np.ndarray]:
+    return sitk.GetArrayFromImage(ct), sitk.GetArrayFromImage(label)
+
+
+def test_geometry_types_and_label_values():
+    ct, label, info = generate_case(5, "phantom", n_lesions=2, **SMALL)
+    assert ct.GetPixelID() == sitk.sitkInt16 and label.GetPixelID() == sitk.sitkUInt8
+    for getter in ("GetSize", "GetSpacing", "GetOrigin", "GetDirection"):
+        assert getattr(ct, getter)() == getattr(label, getter)()
+    assert ct.GetDirection() == (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+    assert ct.GetSize()[:2] == (128, 128) and 1 <= ct.GetSize()[2] <= 14
+    assert 4.4 <= ct.GetSpacing()[2] <= 10.0 + 1e-6
+    _, lab = arrays(ct, label)
+    assert set(np.unique(lab)) <= {0, 1}
+    assert info["label_ml"] == pytest.approx(lab.sum() * np.prod(ct.GetSpacing()) / 1000, rel=1e-3)
+
+
+def test_label_is_the_inserted_blood():
+    """Same seed with and without the lesions: the label lies where the CT changed toward blood HU."""
+    ct, label, info = generate_case(11, "phantom", n_lesions=1, subtypes=("intraparenchymal",), **SMALL)
+    img, lab = arrays(ct, label)
+    assert lab.sum() > 0 and info["lesions"][0]["volume_ml"] > 0
+    inside = img[lab == 1].astype(float)
+    assert 40 <= np.median(inside) <= 90
+    ring = ndi.binary_dilation(lab, iterations=3) & ~ndi.binary_dilation(lab, iterations=1)
+    assert np.median(img[ring]) < np.median(inside) - 8  # blood is denser than what surrounds it
+    assert LABEL_FRACTION == 0.5
+
+
+def test_negative_case_has_empty_label_but_mimics():
+    ct, label, info = generate_case(3, "invesalius", n_lesions=0, **SMALL)
+    img, lab = arrays(ct, label)
+    assert lab.sum() == 0 and info["lesions"] == []
+    assert img.max() > 600  # bone is present, bright things exist in a negative
+
+
+def test_hu_ranges_per_tissue():
+    ct, _, _ = generate_case(2, "invesalius", n_lesions=0, **SMALL)
+    img = arrays(ct, _)[0].astype(float)
+    anat = load_source("invesalius")
+    brain = anat.hu[anat.intracranial & ~anat.csf & ~anat.ventricles]
+    assert 20 <= np.median(brain) <= 45  # grey/white matter
+    assert np.median(anat.hu[anat.ventricles]) <= 15  # CSF
+    assert np.percentile(img, 1) < -900  # air
+    assert img.max() > 1000  # bone
+    middle = img[img.shape[0] // 2]
+    soft = middle[(middle > -50) & (middle < 100)]
+    assert 18 <= np.median(soft) <= 45
+
+
+def test_deterministic_for_a_seed():
+    a = generate_case(21, **SMALL)
+    b = generate_case(21, **SMALL)
+    assert a[2] == b[2]
+    assert np.array_equal(*(sitk.GetArrayFromImage(x[0]) for x in (a, b)))
+    assert np.array_equal(*(sitk.GetArrayFromImage(x[1]) for x in (a, b)))
+    c = generate_case(22, **SMALL)
+    assert c[2] != a[2]
+
+
+@pytest.mark.parametrize("subtype", SUBTYPES)
+def test_every_subtype_is_inserted_and_labelled(subtype):
+    ct, label, info = generate_case(7, "phantom", subtypes=(subtype,), **SMALL)
+    assert [lesion["subtype"] for lesion in info["lesions"]] == [subtype]
+    assert info["lesions"][0]["volume_ml"] > 0 and sitk.GetArrayFromImage(label).sum() > 0
+
+
+def test_random_subtypes_cover_all_five_over_seeds():
+    anat = load_source("phantom")
+    kinds = {edits[0].kind for seed in range(40) if (edits := make_lesion(anat, np.random.default_rng(seed)))}
+    assert kinds == set(SUBTYPES)
+
+
+def _internal_air(anat) -> np.ndarray:
+    head = np.stack([ndi.binary_fill_holes(s) for s in anat.hu > -300])
+    return head & (anat.hu < -500)
+
+
+def test_invesalius_orientation_by_anatomy():
+    anat = load_source("invesalius")
+    zs = np.flatnonzero(anat.intracranial.any(axis=(1, 2)))
+    mid_z, low = (zs[0] + zs[-1]) // 2, zs[0] + (zs[-1] - zs[0]) // 5
+    # vertex superior: the head ends inside the array above the brain, narrowing on the way up
+    head_area = (anat.hu > -300).sum(axis=(1, 2))
+    assert head_area[zs[-1]] < 0.6 * head_area[mid_z]
+    # skull base inferior: far more bone around the lowest fifth of the brain than around its top fifth
+    bone = (anat.hu > 300).sum(axis=(1, 2))
+    assert bone[zs[0]:low].mean() > 1.5 * bone[zs[-1] - (low - zs[0]):zs[-1]].mean()
+    # face anterior: the air of the sinuses and nasal cavity is in front of the brain (smaller y)
+    air = _internal_air(anat)[: mid_z]
+    brain_y = np.argwhere(anat.intracranial)[:, 1].mean()
+    assert np.argwhere(air)[:, 1].mean() < brain_y - 10
+    # eyes anterior: the orbits' soft tissue (fat, HU < -40 inside the head) lies in front, below mid-brain
+    fat = np.stack([ndi.binary_fill_holes(s) for s in anat.hu > -300]) & (anat.hu > -150) & (anat.hu < -40)
+    assert np.argwhere(fat[zs[0]:mid_z])[:, 1].mean() < brain_y
+
+
+def test_pydicom_orientation_and_padding():
+    anat = load_source("pydicom")
+    assert anat.hu.min() >= -1024  # the −3024 padding became air
+    head = anat.hu > -300
+    centre = np.argwhere(anat.intracranial)[:, 1:].mean(axis=0)
+    # the head holder (thin bright arc outside the head) is behind the head of a supine patient
+    outside = ~np.stack([ndi.binary_fill_holes(ndi.binary_closing(s, iterations=3)) for s in head])
+    holder = np.argwhere(outside & (anat.hu > 100))
+    assert holder[:, 1].mean() > centre[0] + 50
+    # the section narrows toward the vertex (superior = higher z)
+    area = head.sum(axis=(1, 2))
+    assert area[-1] < area[len(area) // 3]
+
+
+def test_real_sources_produce_cases_with_face_anterior():
+    ct, _, info = generate_case(4, "invesalius", n_lesions=0, **SMALL)
+    img = sitk.GetArrayFromImage(ct)
+    head = np.stack([ndi.binary_fill_holes(s) for s in img > -300])
+    air = head & (img < -500)
+    low = air[: img.shape[0] // 3]
+    assert np.argwhere(low)[:, 1].mean() < np.argwhere(head)[:, 1].mean()
+    ct, label, _ = generate_case(4, "pydicom", n_lesions=1, **SMALL)
+    assert ct.GetSize() == label.GetSize()
+
+
+def test_cli_writes_instance_layout_and_montage(tmp_path):
+    out = tmp_path / "ds"
+    assert dataset_main(["--out", str(out), "--train", "2", "--eval", "1", "--seed", "1", "--sources", "phantom",
+                         "--size", "96", "--max-slices", "8"]) == 0
+    names = sorted(p.name for p in (out / "train" / "data").iterdir())
+    assert names == ["001.nii.gz", "002.nii.gz"]
+    assert sorted(p.name for p in (out / "train" / "label").iterdir()) == names
+    assert [p.name for p in (out / "evaluation" / "data").iterdir()] == ["003.nii.gz"]
+    assert (out / "evaluation" / "label" / "003.nii.gz").is_file()
+    png = tmp_path / "m.png"
+    assert montage_main([str(out), "--out", str(png), "--cases", "3"]) == 0
+    assert png.stat().st_size > 1000

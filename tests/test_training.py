@@ -1,0 +1,198 @@
+"""Training: splits, datasets, a short run that learns, resume, export into process.py, the 3D cascade."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+import process
+import train
+from model.io import CaseError
+from model.training import data as training_data
+from model.training.data import SliceDataset, cache_case, slice_input
+from model.training.splits import find_cases, make_splits, read_splits, write_splits
+from model.weights import load_manifest, load_models
+from model.windowing import window_slices
+
+TINY_2D = ["--init-filters", "4", "--blocks-down", "1", "1", "1", "--dsdepth", "2", "--crop", "32", "32",
+           "--workers", "0", "--device", "cpu", "--threads", "2"]
+
+
+def blob_case(seed: int, shape: tuple[int, int, int] = (8, 64, 64)) -> tuple[np.ndarray, np.ndarray]:
+    """int16 HU head (skull ring around 35 HU brain, noise) with one or two 75 HU blobs, and their label."""
+    rng = np.random.default_rng(seed)
+    z, y, x = np.ogrid[: shape[0], : shape[1], : shape[2]]
+    r = ((y - shape[1] / 2) / (shape[1] * 0.42)) ** 2 + ((x - shape[2] / 2) / (shape[2] * 0.42)) ** 2
+    hu = np.full(shape, -1000.0)
+    hu[np.broadcast_to(r < 1.0, shape)] = 1000.0
+    hu[np.broadcast_to(r < 0.8, shape)] = 35.0
+    label = np.zeros(shape, dtype=np.uint8)
+    for _ in range(int(rng.integers(1, 3))):
+        cz, cy, cx = rng.integers(2, shape[0] - 2), rng.integers(22, shape[1] - 22), rng.integers(22, shape[2] - 22)
+        radius = rng.uniform(4, 8)
+        blob = ((z - cz) * 3) ** 2 + (y - cy) ** 2 + (x - cx) ** 2 < radius**2
+        label[blob] = 1
+    hu[label > 0] = 75.0
+    hu += rng.normal(0, 6, shape)
+    return hu.astype(np.int16), label
+
+
+def write_dataset(root: Path, count: int, subset: str = "train", first_seed: int = 0) -> Path:
+    for index in range(count):
+        hu, label = blob_case(first_seed + index)
+        for kind, array in (("data", hu), ("label", label)):
+            image = sitk.GetImageFromArray(array)
+            image.SetSpacing((0.9, 0.9, 5.0))
+            (root / subset / kind).mkdir(parents=True, exist_ok=True)
+            sitk.WriteImage(image, str(root / subset / kind / f"{index + 1:03d}.nii.gz"))
+    return root
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_dataset(tmp_path_factory.mktemp("instance"), 4)
+
+
+def fit(dataset: Path, out: Path, *extra: str) -> int:
+    return train.main(["fit", "--data", str(dataset), "--out", str(out), *TINY_2D, *extra])
+
+
+def log_rows(path: Path) -> list[dict]:
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_splits_are_deterministic_partitions_and_read_back(tmp_path: Path) -> None:
+    names = [f"{i:03d}" for i in range(23)]
+    splits = make_splits(names, 5, seed=3)
+    assert splits == make_splits(names, 5, seed=3) and splits != make_splits(names, 5, seed=4)
+    vals = [n for fold in splits for n in fold["val"]]
+    assert sorted(vals) == names  # every case held out exactly once
+    assert all(set(f["train"]) == set(names) - set(f["val"]) for f in splits)
+    write_splits(splits, tmp_path / "splits.json")
+    assert read_splits(tmp_path / "splits.json", names) == splits
+    write_splits([{"train": ["001", "999"], "val": ["002"]}], tmp_path / "bad.json")
+    with pytest.raises(CaseError, match="999"):
+        read_splits(tmp_path / "bad.json", names)
+    write_splits([{"train": ["001", "002"], "val": ["002"]}], tmp_path / "overlap.json")
+    with pytest.raises(CaseError, match="both train and val"):
+        read_splits(tmp_path / "overlap.json", names)
+
+
+def test_cache_holds_canonical_arrays_and_samples_are_reproducible(dataset: Path, tmp_path: Path) -> None:
+    case = find_cases(dataset)[0]
+    cached = cache_case(case, tmp_path)
+    hu = sitk.GetArrayFromImage(sitk.ReadImage(str(case.image)))  # identity direction: already canonical
+    np.testing.assert_array_equal(cached.hu(), hu)
+    assert cached.foreground_slices == tuple(np.flatnonzero(cached.label().any(axis=(1, 2))))
+    # training windows a slice exactly as inference windows the whole volume
+    full = window_slices(torch.from_numpy(hu.astype(np.float32)), "combined9")
+    for z in (0, 3, len(hu) - 1):
+        torch.testing.assert_close(slice_input(cached.hu(), z, "combined9"), full[z])
+    ds = SliceDataset([cached], "windows3", (32, 32), length=8, seed=5)
+    first = ds[3]
+    assert first["image"].shape == (3, 32, 32) and first["label"].shape == (1, 32, 32)
+    torch.testing.assert_close(ds[3], first)  # same (seed, epoch, index) → same sample
+    ds.set_epoch(1)
+    assert not torch.equal(ds[3]["image"], first["image"])
+
+
+def test_two_epochs_lower_the_loss_and_write_checkpoints(dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert fit(dataset, out, "--fold", "0", "--folds", "2", "--epochs", "2", "--steps-per-epoch", "8",
+               "--batch-size", "4", "--lr", "0.01") == 0
+    rows = log_rows(out / "fold0/training_log.csv")
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert float(rows[1]["train_loss"]) < float(rows[0]["train_loss"])
+    assert all(0.0 <= float(r["val_dice"]) <= 1.0 for r in rows)
+    for name in ("best.pt", "last.pt", "curves.png"):
+        assert (out / "fold0" / name).is_file()
+    assert json.loads((out / "config.json").read_text())["family"] == "segresnet2d"
+    assert len(json.loads((out / "splits.json").read_text())) == 2
+
+
+def test_resumed_run_continues_where_it_stopped(dataset: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    args = ["--fold", "1", "--folds", "2", "--epochs", "2", "--steps-per-epoch", "3", "--batch-size", "2"]
+    assert fit(dataset, tmp_path / "whole", *args) == 0
+
+    original = SliceDataset.set_epoch
+
+    def stop_at_epoch_2(self: SliceDataset, epoch: int) -> None:
+        if epoch == 2:
+            raise KeyboardInterrupt
+        original(self, epoch)
+
+    monkeypatch.setattr(SliceDataset, "set_epoch", stop_at_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        fit(dataset, tmp_path / "split", *args)
+    assert torch.load(tmp_path / "split/fold1/last.pt", weights_only=True)["epoch"] == 1
+    monkeypatch.setattr(SliceDataset, "set_epoch", original)
+    assert fit(dataset, tmp_path / "split", *args, "--resume") == 0
+
+    whole = torch.load(tmp_path / "whole/fold1/last.pt", weights_only=True)
+    resumed = torch.load(tmp_path / "split/fold1/last.pt", weights_only=True)
+    assert resumed["epoch"] == 2
+    for key, value in whole["model"].items():
+        torch.testing.assert_close(resumed["model"][key], value, rtol=1e-5, atol=1e-6)
+    assert [r["epoch"] for r in log_rows(tmp_path / "split/fold1/training_log.csv")] == ["1", "2"]
+
+
+def test_export_round_trips_into_process(dataset: Path, tmp_path: Path) -> None:
+    run, weights = tmp_path / "run", tmp_path / "weights"
+    assert fit(dataset, run, "--folds", "2", "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "2") == 0
+    assert train.main(["export", "--run", str(run), "--weights", str(weights),
+                       "--description", "data=blobs"]) == 0
+    manifest = load_manifest(weights)  # hashes verified
+    assert len(manifest.folds) == 2 and manifest.postprocess.never_empty
+    assert manifest.description["data"] == "blobs"
+    assert json.loads((run / "postprocess_tuning.json").read_text())["chosen"] == \
+        manifest.postprocess.min_component_ml
+    models = load_models(weights, manifest, torch.device("cpu"))
+    best = torch.load(run / "fold1/best.pt", weights_only=True)["model"]
+    for key, value in best.items():
+        torch.testing.assert_close(models[1].state_dict()[key], value)
+    output = tmp_path / "predict"
+    assert process.main(["--input", str(dataset / "train/data"), "--output", str(output),
+                         "--weights", str(weights), "--device", "cpu"]) == 0
+    mask = sitk.ReadImage(str(output / "001.nii.gz"))
+    assert mask.GetSize() == (64, 64, 8)
+
+
+def test_cascade_stages_train_out_of_fold_and_export(dataset: Path, tmp_path: Path) -> None:
+    run, weights = tmp_path / "cascade", tmp_path / "weights3d"
+    common = ["--family", "cascade3d", "--init-filters", "4", "--patch", "8", "32", "32", "--folds", "2",
+              "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "2", "--workers", "0", "--device", "cpu"]
+    base = ["fit", "--data", str(dataset), "--out", str(run), *common]
+    assert train.main([*base, "--stage", "2"]) == 2  # stage 2 before stage 1: refused, one line
+    assert train.main([*base, "--stage", "1"]) == 0
+    assert train.main([*base, "--stage", "2"]) == 0
+    splits = json.loads((run / "splits.json").read_text())
+    oof = sorted(p.stem for p in (run / "oof_stage1").glob("*.npy"))
+    assert oof == sorted(n for fold in splits for n in fold["val"])
+    assert train.main(["export", "--run", str(run), "--weights", str(weights), "--min-component-ml", "0.1"]) == 0
+    manifest = load_manifest(weights)
+    assert manifest.family == "cascade3d" and manifest.postprocess.min_component_ml == 0.1
+    stage1 = torch.load(run / "fold0/stage1/best.pt", weights_only=True)["model"]
+    model = load_models(weights, manifest, torch.device("cpu"))[0]
+    for key, value in stage1.items():
+        torch.testing.assert_close(model.stage1.state_dict()[key], value)
+
+
+def test_bad_dataset_is_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert fit(tmp_path / "missing", tmp_path / "run") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "INSTANCE layout" in err[0]
+
+
+def test_cache_refuses_label_of_other_shape(tmp_path: Path) -> None:
+    root = write_dataset(tmp_path / "ds", 1)
+    sitk.WriteImage(sitk.Image(10, 10, 3, sitk.sitkUInt8), str(root / "train/label/001.nii.gz"))
+    with pytest.raises(CaseError, match="001.nii.gz: label shape"):
+        training_data.cache_case(find_cases(root)[0], tmp_path / "cache")

@@ -1,0 +1,123 @@
+"""Train the segmentation models with 5-fold cross-validation, and export them as a weights folder.
+
+    python train.py fit --data DATASET --out RUN [--family segresnet2d|cascade3d] [--fold all|K] ...
+    python train.py export --run RUN --weights weights/
+
+``DATASET`` is in INSTANCE layout (``train/data/NNN.nii.gz`` + ``train/label/NNN.nii.gz``). Several
+GPUs or nodes: launch ``fit`` with ``torchrun`` (docs/training.md has the exact commands).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from model.io import CaseError
+from model.training.distributed import setup, teardown
+from model.training.export import export_run
+from model.training.folds import run_training
+from model.windowing import CHANNELS
+
+
+def _fit_parser(sub: argparse._SubParsersAction) -> None:
+    fit = sub.add_parser("fit", help="train one fold or all folds")
+    fit.add_argument("--data", type=Path, required=True, help="INSTANCE-layout dataset folder (with train/)")
+    fit.add_argument("--out", type=Path, required=True, help="run folder: config, split, cache, checkpoints, logs")
+    fit.add_argument("--family", choices=("segresnet2d", "cascade3d"), default="segresnet2d")
+    fit.add_argument("--input-mode", choices=sorted(CHANNELS), default="windows3")
+    fit.add_argument("--stage", type=int, choices=(1, 2), default=1, help="cascade3d: which stage to train")
+    fit.add_argument("--fold", default="all", help="'all' or one fold index")
+    fit.add_argument("--folds", type=int, default=5)
+    fit.add_argument("--splits", type=Path, default=None,
+                     help="use this splits.json ([{'train': [...], 'val': [...]}, ...]) instead of making one")
+    fit.add_argument("--split-seed", type=int, default=0, help="seed of the split made when none is given")
+    fit.add_argument("--epochs", type=int, default=100)
+    fit.add_argument("--steps-per-epoch", type=int, default=250)
+    fit.add_argument("--batch-size", type=int, default=None,
+                     help="global batch over all processes (default 32 for 2D, 2 for 3D)")
+    fit.add_argument("--lr", type=float, default=None, help="default 2e-4 (AdamW, 2D) or 0.01 (Adam, 3D)")
+    fit.add_argument("--weight-decay", type=float, default=None, help="default 1e-5 (2D) or 0 (3D)")
+    fit.add_argument("--crop", type=int, nargs=2, default=(384, 384), help="2D training crop (y x)")
+    fit.add_argument("--patch", type=int, nargs=3, default=(16, 192, 192), help="3D training patch (z y x)")
+    fit.add_argument("--init-filters", type=int, default=None, help="default 32 (the seeds' size)")
+    fit.add_argument("--blocks-down", type=int, nargs="+", default=None, help="2D: ResNet blocks per level")
+    fit.add_argument("--dsdepth", type=int, default=None, help="2D: deep-supervision outputs (default 4)")
+    fit.add_argument("--no-augment", action="store_true", help="crops only, no flips/affine/intensity changes")
+    fit.add_argument("--workers", type=int, default=2, help="data-loader worker processes per rank")
+    fit.add_argument("--threads", type=int, default=None, help="CPU threads per process (torch.set_num_threads)")
+    fit.add_argument("--validate-every", type=int, default=1, help="validate every N epochs (and the last)")
+    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--resume", action="store_true", help="continue each fold from its last.pt")
+    fit.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+
+
+def _export_parser(sub: argparse._SubParsersAction) -> None:
+    export = sub.add_parser("export", help="fold checkpoints → weights folder with manifest and hashes")
+    export.add_argument("--run", type=Path, required=True, help="run folder of `fit`")
+    export.add_argument("--weights", type=Path, required=True, help="weights folder to write")
+    export.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    export.add_argument("--threshold", type=float, default=0.5)
+    export.add_argument("--min-component-ml", type=float, default=None,
+                        help="post-processing: drop smaller components (default: chosen out-of-fold)")
+    export.add_argument("--no-never-empty", action="store_true", help="allow empty masks (screening use)")
+    export.add_argument("--description", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra manifest description field (repeatable)")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    _fit_parser(sub)
+    _export_parser(sub)
+    return parser.parse_args(argv)
+
+
+def fit(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    info = setup(args.device)
+    try:
+        results = run_training(args, info)
+    finally:
+        teardown()
+    if info.is_main:
+        for result in results:
+            print(f"done: {args.epochs} epoch(s), best validation Dice {result['best_dice']:.4f}")
+    return 0
+
+
+def export(args: argparse.Namespace) -> int:
+    description = {}
+    for item in args.description:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--description {item!r}: expected KEY=VALUE")
+        description[key] = value
+    manifest = export_run(args.run, args.weights, args.checkpoint, args.threshold, args.min_component_ml,
+                          not args.no_never_empty, description)
+    total = sum((args.weights / f.file).stat().st_size for f in manifest.folds)
+    print(f"wrote {args.weights}: {len(manifest.folds)} fold(s), {total / 1e6:.1f} MB, "
+          f"min_component_ml {manifest.postprocess.min_component_ml}")
+    print(json.dumps(manifest.description.get("min_component_ml_oof_dice", {})))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    try:
+        code = fit(args) if args.command == "fit" else export(args)
+    except (CaseError, FileNotFoundError, ValueError) as err:
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+    print(f"{args.command}: {time.perf_counter() - started:.0f} s")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
