@@ -20,7 +20,6 @@ import traceback
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import SimpleITK as sitk
 
 from model.device import DeviceError, predict_with_fallback, select_device
@@ -28,11 +27,9 @@ from model.io import (
     DEFAULT_OUTPUT_SLUG,
     Case,
     CaseError,
-    check_hounsfield,
     discover_cases,
+    load_case,
     mask_image,
-    read_image,
-    to_canonical,
     write_image_atomic,
 )
 from model.postprocess import postprocess, voxel_ml
@@ -73,17 +70,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=None, help="slices or patches per network call")
     parser.add_argument("--debug", action="store_true", help="print tracebacks of failed cases")
     return parser.parse_args(argv)
-
-
-def load_case(case: Case) -> tuple[sitk.Image, sitk.Image, np.ndarray]:
-    """Read and check a CT; return it, its canonical view, and the canonical HU array (z, y, x)."""
-    if case.problem:
-        raise CaseError(case.problem)
-    image = read_image(case.input_path)
-    canonical = to_canonical(image)
-    hu = sitk.GetArrayViewFromImage(canonical).astype(np.float32)
-    check_hounsfield(hu, case.input_path)
-    return image, canonical, hu
 
 
 def segment(case: Case, loaded: Future, predictor: EnsemblePredictor, manifest: Manifest) -> dict:

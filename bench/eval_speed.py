@@ -12,6 +12,8 @@ cores. The last line is ``seconds=<t> cases=<n> workers=<w> per_case=<t/n>``.
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import sys
 import tempfile
 import time
@@ -70,6 +72,12 @@ def _write_case(args: tuple[int, tuple[int, int, int], Path]) -> None:
     _write(pred, root / "predictions" / f"{seed:03d}.nii.gz")
 
 
+def _cpu_seconds() -> float:
+    """User + system time of this process and its finished children (the scoring pool)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=70)
@@ -87,13 +95,17 @@ def main() -> None:
             list(pool.map(_write_case, [(seed, shape, root) for seed in range(args.cases)]))
         print(f"generated {args.cases} cases of 512 × 512 × {args.slices} in {time.perf_counter() - start:.1f} s",
               flush=True)
+        cpu_before = _cpu_seconds()
         start = time.perf_counter()
         pairs, _ = pair_files(root / "predictions", root / "labels")
         results = evaluate_pairs(pairs, args.workers, picture=args.report)
         seconds = time.perf_counter() - start
+        cpu = _cpu_seconds() - cpu_before
     summary = summarise(results)
     means = ", ".join(f"{m} {v['mean']}" for m, v in summary["metrics"].items())
     print(f"scored {summary['scored']}/{summary['cases']}: {means}")
+    print(f"CPU time of the scoring {cpu:.1f} s (all processes); load average {os.getloadavg()[0]:.1f} "
+          "(above the worker count, other work shared the cores)")
     print(f"seconds={seconds:.1f} cases={args.cases} workers={args.workers} per_case={seconds / args.cases:.3f}")
 
 

@@ -156,6 +156,8 @@ def evaluate_pair(pair: Pair, picture: bool = False) -> CaseResult:
             notes.append(_geometry_note(prediction, label))
         notes += [_value_note(pred_array, "prediction"), _value_note(label_array, "label")]
         metrics: CaseMetrics = score_case(pred_array, label_array, spacing)
+        if metrics.pred_voxels == 0 and metrics.label_voxels and pair.prediction is not None:
+            notes.append("empty prediction")
         if metrics.label_voxels == 0:
             notes.append("empty label: RVD undefined (the official script stops here)")
         voxel_ml = float(np.prod(spacing)) / 1000.0
@@ -201,19 +203,24 @@ def _number(value: float) -> str | float:
     return value if math.isfinite(value) else str(value)
 
 
+def _std(values: np.ndarray) -> float:
+    with np.errstate(invalid="ignore"):
+        return float(np.std(values))
+
+
 def summarise(results: Sequence[CaseResult], unmatched: Sequence[str] = ()) -> dict:
     """Per metric over the scored cases: mean (inf when any value is), std (population), median, count,
     infinite count, and the mean over finite values. NaN values (RVD of an empty label, NSD of two
     empty masks) are left out of ``count`` and the statistics, and counted in ``nan``."""
     scored = [r for r in results if r.scored]
     summary: dict = {"cases": len(results), "scored": len(scored), "metrics": {}}
-    for metric in METRICS:
+    for metric in METRICS:  # std of values holding inf is NaN: reported as such, without a warning
         values = np.array([getattr(r, metric) for r in scored], dtype=np.float64)
         present = values[~np.isnan(values)]
         finite = present[np.isfinite(present)]
         summary["metrics"][metric] = {
             "mean": _number(float(np.mean(present))) if present.size else "nan",
-            "std": _number(float(np.std(present))) if present.size else "nan",
+            "std": _number(_std(present)) if present.size else "nan",
             "median": _number(float(np.median(present))) if present.size else "nan",
             "count": int(present.size),
             "inf": int(np.isinf(present).sum()),
@@ -274,7 +281,7 @@ def rank(means: dict[str, dict[str, float]], method: str = "min") -> list[dict]:
 
     names = list(means)
     rows = {name: {"name": name, **means[name]} for name in names}
-    for metric in METRICS:
+    for metric in METRICS:  # std of values holding inf is NaN: reported as such, without a warning
         values = np.array([means[n][metric] for n in names], dtype=np.float64)
         key = -values if HIGHER_IS_BETTER[metric] else values
         ranks = rankdata(np.where(np.isnan(key), np.inf, key), method=method)

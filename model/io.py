@@ -143,6 +143,17 @@ def check_hounsfield(hu: np.ndarray, path: Path) -> None:
                         "this does not look like a CT in Hounsfield units")
 
 
+def load_case(case: Case) -> tuple[sitk.Image, sitk.Image, np.ndarray]:
+    """Read and check a CT; return it, its canonical view, and the canonical HU array (z, y, x)."""
+    if case.problem:
+        raise CaseError(case.problem)
+    image = read_image(case.input_path)
+    canonical = to_canonical(image)
+    hu = sitk.GetArrayViewFromImage(canonical).astype(np.float32)
+    check_hounsfield(hu, case.input_path)
+    return image, canonical, hu
+
+
 def to_canonical(image: sitk.Image) -> sitk.Image:
     """Permute and flip the axes (no resampling) so the array reads as axial slices in LPS order."""
     return sitk.DICOMOrient(image, CANONICAL)

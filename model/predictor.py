@@ -15,8 +15,9 @@ Where the time goes and what is done about it (measurements: docs/speed.md, ``be
 - The 3D cascade runs MONAI sliding-window inference with Gaussian blending, ``batch_size`` patches
   per call, stage 1 over the whole crop, then stage 2 on the image plus stage 1's probability.
 - On CUDA the networks run under fp16 autocast, the 2D family in ``channels_last`` layout (the
-  layout tensor cores want). On CPU both stay off: bf16 autocast was 14–80× slower on a CPU without
-  native bf16, and ``channels_last`` did not help there (docs/speed.md).
+  layout tensor cores want). On CPU both stay off: bf16 autocast was 8–80× slower on a CPU without
+  native bf16, and ``channels_last`` gave no consistent gain there while adding layout copies around
+  every instance norm (docs/speed.md).
 
 Optional mirror test-time augmentation averages in the left–right flipped prediction.
 """

@@ -103,7 +103,8 @@ def dsc_figure(dsc: np.ndarray) -> bytes:
     def draw(ax: Any) -> None:
         ax.hist(dsc, bins=np.linspace(0, 1, 21), color="#4c72b0", edgecolor="white")
         ax.plot(dsc, np.full_like(dsc, -0.3), "|", color="black", markersize=10)
-        ax.set(xlim=(0, 1), xlabel="DSC", ylabel="cases", title=f"DSC per case (n={dsc.size})")
+        ax.set(xlim=(-0.03, 1.03), xlabel="DSC", ylabel="cases", title=f"DSC per case (n={dsc.size})")
+        ax.yaxis.get_major_locator().set_params(integer=True)
     return _figure_png(draw)
 
 
@@ -145,7 +146,8 @@ def _fmt(value: object, digits: int = 4) -> str:
 
 
 CSS = """body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;max-width:1400px}
-table{border-collapse:collapse;font-size:13px;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}
+table{border-collapse:collapse;font-size:13px;margin:.5em 0}
+td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}
 td.l,th.l{text-align:left}tr.flag td{background:#fff4e0}.figs img{margin:4px;border:1px solid #ddd}
 .cases{display:flex;flex-wrap:wrap;gap:8px}.cases figure{margin:0;font-size:12px;width:260px}
 .key span{display:inline-block;width:1em;height:.6em;margin:0 .3em 0 1em}"""

@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sources", default=",".join(SOURCES), help="comma-separated anatomy sources")
     parser.add_argument("--size", type=int, default=augment.REFERENCE_SIZE, help="in-plane matrix (512 like INSTANCE)")
     parser.add_argument("--max-slices", type=int, default=70)
-    parser.add_argument("--min-lesions", type=int, default=0, help="at least this many haemorrhages per case")
+    parser.add_argument("--lesions", type=int, default=None, help="fixed number of haemorrhages per case")
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args(argv)
     if args.train < 0 or args.eval < 0 or args.train + args.eval == 0:
@@ -165,8 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     options: dict[str, Any] = {"sources": usable, "size": args.size, "max_slices": args.max_slices}
-    if args.min_lesions:
-        options["n_lesions"] = args.min_lesions
+    if args.lesions is not None:
+        options["n_lesions"] = args.lesions
     results = write_dataset(args.out, args.train, args.eval, args.seed, args.workers, **options)
     positives = sum(1 for r in results if r["label_ml"] > 0)
     print(f"wrote {len(results)} cases to {args.out} ({positives} with haemorrhage)")

@@ -13,11 +13,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import SimpleITK as sitk  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import SimpleITK as sitk
 
-from model.io import CaseError, case_name, read_image, to_canonical  # noqa: E402
+from model.io import CaseError, case_name, read_image, to_canonical
 
 
 def find_pairs(dataset: Path) -> list[tuple[Path, Path | None]]:

@@ -77,13 +77,14 @@ def build_phantom(variant: int = 0) -> Anatomy:
     ventricles = np.zeros(SHAPE, bool)
     size = rng.uniform(0.8, 1.3)
     for side in (-1.0, 1.0):
-        body = ((((x - cx - side * 9.0) / (5.0 * size)) ** 2 + ((y - cy) / 30.0) ** 2 + ((z - cz - 8.0) / (9.0 * size)) ** 2)
-                < 1.0)
+        body = ((((x - cx - side * 9.0) / (5.0 * size)) ** 2 + ((y - cy) / 30.0) ** 2
+                 + ((z - cz - 8.0) / (9.0 * size)) ** 2) < 1.0)
         horn = ((((x - cx - side * 14.0) / (6.0 * size)) ** 2 + ((y - cy - 28.0) / 12.0) ** 2
                  + ((z - cz + 2.0) / (10.0 * size)) ** 2) < 1.0)
         ventricles |= body | horn
     ventricles |= (np.abs(x - cx) < 2.0 * size) & (np.abs(y - cy) < 12.0) & (np.abs(z - cz + 8.0) < 9.0)  # third
-    ventricles |= (((x - cx) / 6.0) ** 2 + ((y - cy - 30.0) / 5.0) ** 2 + ((z - base - 10.0) / 6.0) ** 2) < 1.0  # fourth
+    fourth = (((x - cx) / 6.0) ** 2 + ((y - cy - 30.0) / 5.0) ** 2 + ((z - base - 10.0) / 6.0) ** 2) < 1.0
+    ventricles |= fourth
     ventricles &= cavity
     csf &= ~ventricles
     hu[csf | ventricles] = 7.0 + 2.0 * smooth3[csf | ventricles]

@@ -74,7 +74,7 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
 
 
 def _ball(radius_mm: float, spacing: tuple[float, float, float]) -> np.ndarray:
-    r = [max(1, int(round(radius_mm / s))) for s in spacing]
+    r = [max(1, round(radius_mm / s)) for s in spacing]
     zz, yy, xx = np.ogrid[-r[0]:r[0] + 1, -r[1]:r[1] + 1, -r[2]:r[2] + 1]
     return (zz * spacing[0]) ** 2 + (yy * spacing[1]) ** 2 + (xx * spacing[2]) ** 2 <= radius_mm ** 2
 
@@ -107,7 +107,7 @@ def derive_masks(name: str, hu: np.ndarray, spacing: tuple[float, float, float],
     instead of a minute) and is brought back to full resolution, where the thresholds are applied.
     """
     smooth = ndi.gaussian_filter(hu, sigma=[0.8 / s for s in spacing])
-    step = tuple(max(1, int(round(COARSE_MM / s))) for s in spacing)
+    step = tuple(max(1, round(COARSE_MM / s)) for s in spacing)
     coarse_spacing = tuple(s * k for s, k in zip(spacing, step, strict=True))
     coarse = smooth[:: step[0], :: step[1], :: step[2]]
     bone = ndi.binary_closing(coarse > 250, structure=_ball(4.0, coarse_spacing))
@@ -181,7 +181,7 @@ def load_invesalius() -> Anatomy:
     stored, spacing = read_inv3(find_invesalius())
     hu, spacing = invesalius_canonical(stored.astype(np.float32), spacing)
     # The scan covers ~16 cm front to back (face cut in front): pad with air to a full axial field of view.
-    pad = int(round(40.0 / spacing[1]))
+    pad = round(40.0 / spacing[1])
     hu = np.pad(hu, ((0, 0), (pad, pad), (0, 0)), constant_values=-1024.0)
     return derive_masks("invesalius", hu, spacing, walls_y=(pad, hu.shape[1] - pad - 1))
 
