@@ -131,7 +131,7 @@ def test_cli_writes_metrics_summary_and_report(folders: dict, tmp_path: Path, ca
 def test_non_binary_prediction_is_flagged(folders: dict, tmp_path: Path) -> None:
     path = write_nifti(folders["pred_a"] * 0.8, tmp_path / "a.nii.gz")
     result = evaluate_pair(Pair("a", folders["labels"] / "a.nii.gz", path))
-    assert "other than 0/1" in result.note and result.pred_voxels == 0
+    assert "other than 0/1" in result.note and "empty prediction" in result.note and result.pred_voxels == 0
 
 
 def test_picture_draws_outlines_in_two_colours_over_the_brain_window() -> None:

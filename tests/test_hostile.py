@@ -48,6 +48,8 @@ def write_all(folder: Path) -> dict[str, tuple[str, str]]:
 
     add("truncated.nii.gz", "error", "truncated", truncated)
     add("short data.nii", "error", "header promises", lambda p: truncated(p, keep=0.8))
+    add("short data.mha", "error", "not a readable image", lambda p: truncated(p, keep=0.7))
+    add("short data.nrrd", "error", "not a readable image", lambda p: truncated(p, keep=0.7))
     add("notanimage.nii.gz", "error", "not a readable image", lambda p: p.write_text("hello, I am a text file"))
     add("empty.mha", "error", "empty file", lambda p: p.write_bytes(b""))
     add("flat2d.nii.gz", "error", "2D", lambda p: save(sitk.GetImageFromArray(GOOD[0]), p))
