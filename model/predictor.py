@@ -2,16 +2,20 @@
 
 Where the time goes and what is done about it (measurements: docs/speed.md, ``bench/run.py``):
 
-- The volume is cropped to the head's bounding box first (most of a CT's field of view is air,
-  which the network would only spend time on); slices above and below the head are skipped and the
-  probability outside the box is zero. The slice modes keep one slice of context on each side of
-  the box, so a slice's neighbours are the same as in the uncropped volume.
+- The head is found first: voxels denser than air, in connected regions at least a tenth the size
+  of the largest (so the patient table, a separate thin region, is left out). Most of a CT's field
+  of view is air, which the network would only spend time on: the 3D cascade runs on the head's
+  bounding box, the 2D family on each slice's own head box (the head narrows towards the vertex
+  and the skull base), and slices without head are skipped. The probability outside is zero. The
+  slice modes crop each slice with its neighbours' boxes included, and keep one slice of context
+  beyond the head, so a slice's neighbours are the same as in the uncropped volume.
 - The HU crop is copied to the device once (from pinned memory, asynchronously, on CUDA); windowing
   runs there next to the networks, fold probabilities are summed there, and only the final
   probability map comes back to the host, with no host synchronisation inside the loop.
-- The 2D family runs batches of slices through every fold before moving on, so each batch is
-  windowed once and memory is bounded by one batch whatever the volume's depth (edge slices of a
-  batch read their neighbours from the volume, so batching never changes the result).
+- The 2D family pads each slice's crop with air to a multiple of ``CROP_QUANTUM`` and batches
+  slices of equal padded size, running every fold on a batch before moving on: each batch is
+  windowed once and memory is bounded by one batch whatever the volume's depth. A slice's result
+  depends only on its own crop, so batching never changes it.
 - The 3D cascade runs MONAI sliding-window inference with Gaussian blending, ``batch_size`` patches
   per call, stage 1 over the whole crop, then stage 2 on the image plus stage 1's probability.
 - On CUDA the networks run under fp16 autocast, the 2D family in ``channels_last`` layout (the
@@ -29,6 +33,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
+from scipy import ndimage
 from torch import nn
 
 from model.weights import Manifest
@@ -37,25 +42,49 @@ from model.windowing import window_slices, window_volume
 HEAD_HU = -500.0  # anything denser than this is patient (or table), not air or padding
 PAD_HU = -1024.0
 SLICE_CONTEXT = {"windows3": 0, "slices3": 1, "combined9": 1}  # neighbour slices each input reads
+KEEP_FRACTION = 0.1  # dense regions smaller than this share of the largest are not head (table, cables)
+BLOCK = 4  # regions are found on a 4 × 4 in-plane max-pooled mask: 16× less to label, same regions
+CROP_QUANTUM = 32  # 2D crops are padded to multiples of this, so slices of similar size share a batch
 
 
-def head_box(hu: np.ndarray) -> tuple[slice, slice, slice] | None:
-    """Bounding box of voxels denser than air; ``None`` when there are none."""
+def head_mask(hu: np.ndarray) -> np.ndarray:
+    """Voxels denser than air that belong to the head's connected region(s), (Z, Y, X) bool."""
     dense = hu > HEAD_HU
-    if not dense.any():
+    depth, height, width = dense.shape
+    padded = np.pad(dense, ((0, 0), (0, -height % BLOCK), (0, -width % BLOCK)))
+    coarse = padded.reshape(depth, padded.shape[1] // BLOCK, BLOCK, padded.shape[2] // BLOCK, BLOCK).any((2, 4))
+    labels, count = ndimage.label(coarse)
+    if count == 0:
+        return dense
+    sizes = np.bincount(labels.ravel())[1:]
+    keep = np.isin(labels, np.flatnonzero(sizes >= KEEP_FRACTION * sizes.max()) + 1)
+    return dense & keep.repeat(BLOCK, 1).repeat(BLOCK, 2)[:, :height, :width]
+
+
+def _box(mask: np.ndarray) -> tuple[slice, ...] | None:
+    """Bounding box of a boolean array; ``None`` when it is all false."""
+    if not mask.any():
         return None
     box = []
-    for axis in range(3):
-        present = np.flatnonzero(dense.any(axis=tuple(a for a in range(3) if a != axis)))
+    for axis in range(mask.ndim):
+        present = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
         box.append(slice(int(present[0]), int(present[-1]) + 1))
     return tuple(box)
 
 
-def _pad_to_multiple(hu: torch.Tensor, factor: tuple[int, int]) -> torch.Tensor:
-    """Pad the last two axes with air up to a multiple of ``factor`` (the network's shape factor)."""
-    pad_y = -hu.shape[-2] % factor[0]
-    pad_x = -hu.shape[-1] % factor[1]
-    return torch.nn.functional.pad(hu, (0, pad_x, 0, pad_y), value=PAD_HU)
+def head_box(hu: np.ndarray) -> tuple[slice, slice, slice] | None:
+    """Bounding box of the head (:func:`head_mask`); ``None`` when there is no dense voxel."""
+    return _box(head_mask(hu))
+
+
+def slice_boxes(mask: np.ndarray, context: int) -> list[tuple[int, slice, slice]]:
+    """(z, rows, columns) of every slice whose head box (with ``context`` neighbours) is not empty."""
+    boxes = []
+    for z in range(mask.shape[0]):
+        box = _box(mask[max(z - context, 0): z + context + 1].any(axis=0))
+        if box is not None:
+            boxes.append((z, *box))
+    return boxes
 
 
 class EnsemblePredictor:
@@ -94,35 +123,50 @@ class EnsemblePredictor:
     def __call__(self, hu: np.ndarray) -> np.ndarray:
         """(Z, Y, X) Hounsfield units → (Z, Y, X) float32 probability of haemorrhage."""
         prob = np.zeros(hu.shape, dtype=np.float32)
-        box = head_box(hu)
+        mask = head_mask(hu)
+        box = _box(mask)
         if box is None:
             return prob
         if self.manifest.family == "segresnet2d":
             context = SLICE_CONTEXT[self.manifest.input_mode]
             lo, hi = max(box[0].start - context, 0), min(box[0].stop + context, hu.shape[0])
             crop = np.ascontiguousarray(hu[lo:hi, box[1], box[2]], dtype=np.float32)
-            prob[box] = self._predict_2d(crop, box[0].start - lo, box[0].stop - lo)
+            boxes = [b for b in slice_boxes(mask[lo:hi, box[1], box[2]], context) if box[0].start <= b[0] + lo
+                     < box[0].stop]
+            prob[lo:hi, box[1], box[2]] = self._predict_2d(crop, boxes)
         else:
             prob[box] = self._predict_3d(np.ascontiguousarray(hu[box], dtype=np.float32))
         return prob
 
-    def _predict_2d(self, hu: np.ndarray, first: int, stop: int) -> np.ndarray:
-        """Probability of slices ``first:stop`` of ``hu``; the slices around them are context only."""
-        height, width = hu.shape[1:]
-        volume = _pad_to_multiple(self._to_device(hu), tuple(self.models[0].shape_factor()))
-        out = torch.empty((stop - first, *volume.shape[1:]), dtype=torch.float32, device=self.device)
+    def _predict_2d(self, hu: np.ndarray, boxes: list[tuple[int, slice, slice]]) -> np.ndarray:
+        """Probability of the slices in ``boxes`` (z, rows, columns of ``hu``); zero elsewhere."""
+        volume = self._to_device(hu)
+        out = torch.zeros(volume.shape, dtype=torch.float32, device=self.device)
         views = len(self.models) * (2 if self.mirror else 1)
-        for start in range(first, stop, self.batch_size):
-            end = min(start + self.batch_size, stop)
-            lo, hi = max(start - 1, 0), min(end + 1, volume.shape[0])  # neighbours for the slice modes
-            x = window_slices(volume[lo:hi], self.manifest.input_mode)[start - lo: end - lo]
-            x = x.contiguous(memory_format=torch.channels_last) if self.device.type == "cuda" else x
-            total = torch.zeros((end - start, 1, *x.shape[2:]), dtype=torch.float32, device=self.device)
-            with self._autocast():
-                for model in self.models:
-                    total += self._views(x, model)
-            out[start - first: end - first] = total[:, 0] / views
-        return out[:, :height, :width].cpu().numpy()
+        groups: dict[tuple[int, int], list[tuple[int, slice, slice]]] = {}
+        for z, rows, cols in boxes:  # padded crop size → slices of that size
+            size = tuple(-(-(s.stop - s.start) // CROP_QUANTUM) * CROP_QUANTUM for s in (rows, cols))
+            groups.setdefault(size, []).append((z, rows, cols))
+        for (height, width), members in groups.items():
+            for start in range(0, len(members), self.batch_size):
+                batch = members[start: start + self.batch_size]
+                x = torch.stack([self._window(volume, z, rows, cols, height, width) for z, rows, cols in batch])
+                x = x.contiguous(memory_format=torch.channels_last) if self.device.type == "cuda" else x
+                total = torch.zeros((len(batch), 1, height, width), dtype=torch.float32, device=self.device)
+                with self._autocast():
+                    for model in self.models:
+                        total += self._views(x, model)
+                for index, (z, rows, cols) in enumerate(batch):
+                    out[z, rows, cols] = total[index, 0, : rows.stop - rows.start, : cols.stop - cols.start] / views
+        return out.cpu().numpy()
+
+    def _window(self, volume: torch.Tensor, z: int, rows: slice, cols: slice, height: int,
+                width: int) -> torch.Tensor:
+        """Network input (C, height, width) of slice ``z`` cropped to its box, padded with air."""
+        lo, hi = max(z - 1, 0), min(z + 2, volume.shape[0])  # neighbours for the slice modes
+        crop = volume[lo:hi, rows, cols]
+        crop = torch.nn.functional.pad(crop, (0, width - crop.shape[-1], 0, height - crop.shape[-2]), value=PAD_HU)
+        return window_slices(crop, self.manifest.input_mode)[z - lo]
 
     def _predict_3d(self, hu: np.ndarray) -> np.ndarray:
         roi = tuple(int(v) for v in self.manifest.inference.get("roi_size", (16, 192, 192)))

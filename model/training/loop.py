@@ -149,7 +149,8 @@ def fit(model: nn.Module, dataset, loss_fn: Callable, val_cases: list[CachedCase
                          "seconds": f"{time.perf_counter() - started:.1f}"})
             _write_log(rows, log_path)
             plot_curves(rows, out_dir / "curves.png", title=desc)
-            print(f"{desc} epoch {epoch}/{config.epochs}: loss {train_loss:.4f}, val Dice {dice:.4f} "
-                  f"({count} case(s)), {time.perf_counter() - started:.0f} s", flush=True)
+            checked = f"val Dice {dice:.4f} ({count} case(s) with blood)" if count else "not validated"
+            print(f"{desc} epoch {epoch}/{config.epochs}: loss {train_loss:.4f}, {checked}, "
+                  f"{time.perf_counter() - started:.0f} s", flush=True)
         barrier(info)
     return {"epoch": config.epochs, "best_dice": best}
