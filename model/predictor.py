@@ -12,10 +12,11 @@ Where the time goes and what is done about it (measurements: docs/speed.md, ``be
 - The HU crop is copied to the device once (from pinned memory, asynchronously, on CUDA); windowing
   runs there next to the networks, fold probabilities are summed there, and only the final
   probability map comes back to the host, with no host synchronisation inside the loop.
-- The 2D family pads each slice's crop with air to a multiple of ``CROP_QUANTUM`` and batches
-  slices of equal padded size, running every fold on a batch before moving on: each batch is
-  windowed once and memory is bounded by one batch whatever the volume's depth. A slice's result
-  depends only on its own crop, so batching never changes it.
+- The 2D family pads each slice's crop with air (after the last row and column) to a multiple of
+  the network's shape factor (16 for the seed's five levels), batches slices of equal padded size,
+  and runs every fold on a batch before moving on: each batch is windowed once and memory is
+  bounded by one batch whatever the volume's depth. A slice's result depends only on its own crop,
+  so batching never changes it.
 - The 3D cascade runs MONAI sliding-window inference with Gaussian blending, ``batch_size`` patches
   per call, stage 1 over the whole crop, then stage 2 on the image plus stage 1's probability.
 - On CUDA the networks run under fp16 autocast, the 2D family in ``channels_last`` layout (the
@@ -43,8 +44,8 @@ HEAD_HU = -500.0  # anything denser than this is patient (or table), not air or 
 PAD_HU = -1024.0
 SLICE_CONTEXT = {"windows3": 0, "slices3": 1, "combined9": 1}  # neighbour slices each input reads
 KEEP_FRACTION = 0.1  # dense regions smaller than this share of the largest are not head (table, cables)
-BLOCK = 4  # regions are found on a 4 × 4 in-plane max-pooled mask: 16× less to label, same regions
-CROP_QUANTUM = 32  # 2D crops are padded to multiples of this, so slices of similar size share a batch
+BLOCK = 4  # regions are found on a 4 × 4 in-plane max-pooled mask: 16× less to label; regions closer
+# than a few voxels (a table ≥ 2 mm from the head is not) count as one
 
 
 def head_mask(hu: np.ndarray) -> np.ndarray:
@@ -131,8 +132,8 @@ class EnsemblePredictor:
             context = SLICE_CONTEXT[self.manifest.input_mode]
             lo, hi = max(box[0].start - context, 0), min(box[0].stop + context, hu.shape[0])
             crop = np.ascontiguousarray(hu[lo:hi, box[1], box[2]], dtype=np.float32)
-            boxes = [b for b in slice_boxes(mask[lo:hi, box[1], box[2]], context) if box[0].start <= b[0] + lo
-                     < box[0].stop]
+            first, stop = box[0].start - lo, box[0].stop - lo  # the context slices are not predicted
+            boxes = [b for b in slice_boxes(mask[lo:hi, box[1], box[2]], context) if first <= b[0] < stop]
             prob[lo:hi, box[1], box[2]] = self._predict_2d(crop, boxes)
         else:
             prob[box] = self._predict_3d(np.ascontiguousarray(hu[box], dtype=np.float32))
@@ -143,9 +144,10 @@ class EnsemblePredictor:
         volume = self._to_device(hu)
         out = torch.zeros(volume.shape, dtype=torch.float32, device=self.device)
         views = len(self.models) * (2 if self.mirror else 1)
+        factor = tuple(self.models[0].shape_factor())
         groups: dict[tuple[int, int], list[tuple[int, slice, slice]]] = {}
         for z, rows, cols in boxes:  # padded crop size → slices of that size
-            size = tuple(-(-(s.stop - s.start) // CROP_QUANTUM) * CROP_QUANTUM for s in (rows, cols))
+            size = tuple(-(-(s.stop - s.start) // f) * f for s, f in zip((rows, cols), factor, strict=True))
             groups.setdefault(size, []).append((z, rows, cols))
         for (height, width), members in groups.items():
             for start in range(0, len(members), self.batch_size):

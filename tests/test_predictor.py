@@ -3,6 +3,7 @@ the device-side windowing are checked against naive per-slice / plain MONAI refe
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +12,20 @@ import torch
 from conftest import head_volume, tiny_weights
 from monai.inferers import sliding_window_inference
 
-from model.predictor import PAD_HU, EnsemblePredictor, head_box
+from model.predictor import SLICE_CONTEXT, EnsemblePredictor, head_box, head_mask
 from model.weights import load_manifest, load_models
 from model.windowing import window_slices, window_volume
 
 CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    """These networks are tiny: on a busy 2-core machine thread hand-offs cost 15× the arithmetic."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def predictor(folder: Path, **kwargs: object) -> EnsemblePredictor:
@@ -30,20 +40,34 @@ def with_air(hu: np.ndarray, z: int = 2, y: int = 7, x: int = 5) -> np.ndarray:
 
 @torch.inference_mode()
 def naive_2d(folder: Path, hu: np.ndarray) -> np.ndarray:
-    """One slice at a time, windowed with neighbours from the whole volume, then cropped and padded."""
+    """One slice at a time: windowed with neighbours from the whole volume, then cropped to the slice's
+    head box (its neighbours' included) and padded with air to a multiple of the shape factor."""
     manifest = load_manifest(folder)
     models = load_models(folder, manifest, CPU)
-    box = head_box(hu)
+    mask, context = head_mask(hu), SLICE_CONTEXT[manifest.input_mode]
     windowed = window_slices(torch.from_numpy(hu), manifest.input_mode)
-    air = window_slices(torch.full((1, 1, 1), PAD_HU), "windows3")[0, 0, 0, 0]
     prob = np.zeros(hu.shape, dtype=np.float32)
-    for z in range(box[0].start, box[0].stop):
-        x = windowed[z: z + 1, :, box[1], box[2]]
+    for z in range(head_box(hu)[0].start, head_box(hu)[0].stop):
+        near = mask[max(z - context, 0): z + context + 1].any(axis=0)
+        rows, cols = np.flatnonzero(near.any(1)), np.flatnonzero(near.any(0))
+        if len(rows) == 0:
+            continue
+        x = windowed[z: z + 1, :, rows[0]: rows[-1] + 1, cols[0]: cols[-1] + 1]
         factor = models[0].shape_factor()
-        x = torch.nn.functional.pad(x, (0, -x.shape[-1] % factor[1], 0, -x.shape[-2] % factor[0]), value=float(air))
+        x = torch.nn.functional.pad(x, (0, -x.shape[-1] % factor[1], 0, -x.shape[-2] % factor[0]))
         mean = sum(torch.sigmoid(model(x)) for model in models) / len(models)
-        prob[z, box[1], box[2]] = mean[0, 0, : box[1].stop - box[1].start, : box[2].stop - box[2].start].numpy()
+        height, width = rows[-1] + 1 - rows[0], cols[-1] + 1 - cols[0]
+        prob[z, rows[0]: rows[-1] + 1, cols[0]: cols[-1] + 1] = mean[0, 0, :height, :width].numpy()
     return prob
+
+
+def test_head_mask_leaves_out_the_table() -> None:
+    head = np.pad(head_volume((6, 64, 56)), ((0, 0), (0, 8), (0, 0)), constant_values=-1000).astype(np.float32)
+    rows, cols = np.flatnonzero((head > -500).any((0, 2))), np.flatnonzero((head > -500).any((0, 1)))
+    hu = head.copy()
+    hu[:, 68:70, 4:52] = 150.0  # a table below the head, 10 voxels of air away (BLOCK-wide gaps may merge)
+    assert head_box(hu) == (slice(0, 6), slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    assert not head_mask(hu)[:, 60:].any() and head_mask(hu)[:, 30, 28].all()
 
 
 @pytest.mark.parametrize("mode", ["windows3", "combined9"])

@@ -15,7 +15,8 @@ import process
 import train
 from model.io import CaseError
 from model.training import data as training_data
-from model.training.data import SliceDataset, cache_case, slice_input
+from model.training.data import SliceDataset, cache_case, crop_centres, slice_input
+from model.training.losses import build_loss, dice_bce
 from model.training.splits import find_cases, make_splits, read_splits, write_splits
 from model.weights import load_manifest, load_models
 from model.windowing import window_slices
@@ -197,3 +198,25 @@ def test_cache_refuses_label_of_other_shape(tmp_path: Path) -> None:
     sitk.WriteImage(sitk.Image(10, 10, 3, sitk.sitkUInt8), str(root / "train/label/001.nii.gz"))
     with pytest.raises(CaseError, match=r"001\.nii\.gz: label shape"):
         training_data.cache_case(find_cases(root)[0], tmp_path / "cache")
+
+
+def test_deep_supervision_weights_halve_per_level() -> None:
+    loss = build_loss("segresnet2d")
+    assert loss.get_weights(4) == [1.0, 0.5, 0.25, 0.125]
+    logits = [torch.zeros(2, 1, 16, 16), torch.zeros(2, 1, 8, 8)]
+    target = torch.zeros(2, 1, 16, 16)
+    target[:, :, 4:12, 4:12] = 1
+    single = dice_bce()
+    expected = single(logits[0], target) + 0.5 * single(logits[1], target[:, :, ::2, ::2])
+    torch.testing.assert_close(loss(logits, target), expected)
+
+
+def test_crops_are_drawn_from_slices_without_tissue_or_blood() -> None:
+    hu = np.full((2, 40, 40), -1000.0)
+    hu[1, 5:9, 5:9] = 40.0
+    label = np.zeros(hu.shape, dtype=np.uint8)
+    label[1, 6:8, 6:8] = 1
+    centres = crop_centres(hu[0], label[0])  # only air: any voxel may be the centre
+    assert len(centres["fg"]) == 0 and len(centres["bg"]) == 40 * 40
+    centres = crop_centres(hu[1], label[1])  # blood, and the tissue around it
+    assert len(centres["fg"]) == 4 and len(centres["bg"]) == 16 - 4

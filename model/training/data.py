@@ -98,6 +98,14 @@ def slice_input(hu: np.ndarray, z: int, mode: str) -> torch.Tensor:
     return window_slices(torch.from_numpy(np.asarray(hu[lo:hi], dtype=np.float32)), mode)[z - lo]
 
 
+def crop_centres(hu: np.ndarray, label: np.ndarray) -> dict[str, np.ndarray]:
+    """Flat indices a crop may centre on: blood (``fg``), and head tissue without blood (``bg``; every
+    other voxel when the slice or volume holds no tissue, so a crop can always be drawn)."""
+    blood = label.ravel() > 0
+    tissue = (hu.ravel() > HEAD_HU) & ~blood
+    return {"fg": np.flatnonzero(blood), "bg": np.flatnonzero(tissue if tissue.any() else ~blood)}
+
+
 @dataclass(frozen=True)
 class Augment:
     """Augmentation strengths (SPEC §2, second seed); ``enabled=False`` gives crops only."""
@@ -156,7 +164,7 @@ class _SeededDataset(Dataset):
             warnings.simplefilter("ignore", UserWarning)
             out = transform(data)
         out = out[0] if isinstance(out, list) else out
-        return {k: torch.as_tensor(v).float().contiguous() for k, v in out.items()}
+        return {k: torch.as_tensor(v).float().contiguous() for k, v in out.items() if k not in ("fg", "bg")}
 
 
 class SliceDataset(_SeededDataset):
@@ -169,9 +177,9 @@ class SliceDataset(_SeededDataset):
         self.mode = mode
         keys = ["image", "label"]
         self.transform = mt.Compose([
+            mt.RandCropByPosNegLabeld(keys, "label", spatial_size=crop, pos=2, neg=1, allow_smaller=True,
+                                      fg_indices_key="fg", bg_indices_key="bg"),
             mt.SpatialPadd(keys, spatial_size=crop, value=0),
-            mt.RandCropByPosNegLabeld(keys, "label", spatial_size=crop, pos=2, neg=1, image_key="image",
-                                      image_threshold=0.0),
             *_augmentations(2, augment or Augment(), keys),
         ])
 
@@ -181,8 +189,10 @@ class SliceDataset(_SeededDataset):
         use_blood = case.foreground_slices and rng.random() < self.foreground_fraction
         slices = case.foreground_slices if use_blood else case.head_slices
         z = int(slices[int(rng.integers(len(slices)))])
+        label = np.asarray(case.label()[z])
         data = {"image": slice_input(case.hu(), z, self.mode),
-                "label": torch.from_numpy(np.asarray(case.label()[z], dtype=np.float32))[None]}
+                "label": torch.from_numpy(label.astype(np.float32))[None],
+                **crop_centres(np.asarray(case.hu()[z]), label)}
         return self._run(self.transform, data, rng)
 
 
@@ -199,8 +209,8 @@ class PatchDataset(_SeededDataset):
         self.stage1_probs = stage1_probs
         keys = ["image", "label", "prob"] if stage1_probs else ["image", "label"]
         self.transform = mt.Compose([
-            mt.RandCropByPosNegLabeld(keys, "label", spatial_size=patch, pos=2, neg=1, image_key="image",
-                                      image_threshold=HEAD_HU, allow_smaller=True),
+            mt.RandCropByPosNegLabeld(keys, "label", spatial_size=patch, pos=2, neg=1, allow_smaller=True,
+                                      fg_indices_key="fg", bg_indices_key="bg"),
             mt.Lambdad("image", lambda hu: window_volume(torch.as_tensor(hu)[0])),
             mt.SpatialPadd(keys, spatial_size=patch, value=0),
             *_augmentations(3, augment or Augment(), keys),
@@ -209,8 +219,8 @@ class PatchDataset(_SeededDataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         rng = self._rng(index)
         case = self.cases[int(rng.integers(len(self.cases)))]
-        data = {"image": np.asarray(case.hu(), dtype=np.float32)[None],
-                "label": np.asarray(case.label(), dtype=np.float32)[None]}
+        hu, label = np.asarray(case.hu(), dtype=np.float32), np.asarray(case.label())
+        data = {"image": hu[None], "label": label[None].astype(np.float32), **crop_centres(hu, label)}
         if self.stage1_probs:
             data["prob"] = np.load(self.stage1_probs[case.name])[None]
         out = self._run(self.transform, data, rng)
