@@ -102,7 +102,8 @@ def label_spacing(path: Path, image: sitk.Image) -> tuple[float, ...]:
 
 def _pick_slice(label: sitk.Image, prediction: sitk.Image, ct: sitk.Image | None) -> CaseSlice:
     """The canonical axial slice with the most label (or prediction, when the label is empty) voxels."""
-    lab = sitk.GetArrayFromImage(to_canonical(label)) != 0
+    canonical_label = to_canonical(label)
+    lab = sitk.GetArrayFromImage(canonical_label) != 0
     pred = sitk.GetArrayFromImage(to_canonical(prediction)) != 0
     if pred.shape != lab.shape:  # stored in another orientation than the label: draw it as stored
         pred = sitk.GetArrayFromImage(prediction) != 0
@@ -113,7 +114,7 @@ def _pick_slice(label: sitk.Image, prediction: sitk.Image, ct: sitk.Image | None
     if ct is not None:
         ct_array = sitk.GetArrayFromImage(to_canonical(ct))
         hu = ct_array[index].astype(np.float32) if ct_array.shape == lab.shape else None
-    spacing = to_canonical(label).GetSpacing()
+    spacing = canonical_label.GetSpacing()
     return CaseSlice(index, lab[index], pred[index], hu, (spacing[1], spacing[0]))
 
 

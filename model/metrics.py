@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from monai.metrics.utils import get_mask_edges
+from scipy import ndimage
 from scipy.spatial import KDTree
 
 NSD_TOLERANCE_MM = 0.42
@@ -74,14 +75,10 @@ def _crop_to_union(pred: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.
     mask that touches the volume's border closed there, as the official zero padding does. Done in
     NumPy (faster than MONAI's ``crop=True``, which adds the same one-voxel ring) on the whole CT.
     """
-    union = pred | label
-    if not union.any():
+    boxes = ndimage.find_objects((pred | label).view(np.uint8))
+    if not boxes:
         return None
-    box = []
-    for axis in range(union.ndim):
-        profile = np.flatnonzero(union.any(axis=tuple(a for a in range(union.ndim) if a != axis)))
-        box.append(slice(int(profile[0]), int(profile[-1]) + 1))
-    return np.pad(pred[tuple(box)], 1), np.pad(label[tuple(box)], 1)
+    return np.pad(pred[boxes[0]], 1), np.pad(label[boxes[0]], 1)
 
 
 def _distances(source: np.ndarray, target: np.ndarray, spacing: np.ndarray) -> np.ndarray:

@@ -64,13 +64,8 @@ def head_mask(hu: np.ndarray) -> np.ndarray:
 
 def _box(mask: np.ndarray) -> tuple[slice, ...] | None:
     """Bounding box of a boolean array; ``None`` when it is all false."""
-    if not mask.any():
-        return None
-    box = []
-    for axis in range(mask.ndim):
-        present = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
-        box.append(slice(int(present[0]), int(present[-1]) + 1))
-    return tuple(box)
+    boxes = ndimage.find_objects(mask.view(np.uint8))
+    return boxes[0] if boxes else None
 
 
 def head_box(hu: np.ndarray) -> tuple[slice, slice, slice] | None:
