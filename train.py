@@ -47,6 +47,9 @@ def _fit_parser(sub: argparse._SubParsersAction) -> None:
     fit.add_argument("--init-filters", type=int, default=None, help="default 32 (the seeds' size)")
     fit.add_argument("--blocks-down", type=int, nargs="+", default=None, help="2D: ResNet blocks per level")
     fit.add_argument("--dsdepth", type=int, default=None, help="2D: deep-supervision outputs (default 4)")
+    fit.add_argument("--norm", choices=("batch", "instance"), default=None,
+                     help="2D: normalisation (default batch: fixed statistics at inference, so cropping to the "
+                          "head does not change the result; docs/speed.md)")
     fit.add_argument("--no-augment", action="store_true", help="crops only, no flips/affine/intensity changes")
     fit.add_argument("--workers", type=int, default=2, help="data-loader worker processes per rank")
     fit.add_argument("--threads", type=int, default=None, help="CPU threads per process (torch.set_num_threads)")
@@ -64,6 +67,8 @@ def _export_parser(sub: argparse._SubParsersAction) -> None:
     export.add_argument("--threshold", type=float, default=0.5)
     export.add_argument("--min-component-ml", type=float, default=None,
                         help="post-processing: drop smaller components (default: chosen out-of-fold)")
+    export.add_argument("--crop-margin", type=int, default=None,
+                        help="2D: pixels kept around each slice's head (default: chosen out-of-fold)")
     export.add_argument("--no-never-empty", action="store_true", help="allow empty masks (screening use)")
     export.add_argument("--description", action="append", default=[], metavar="KEY=VALUE",
                         help="extra manifest description field (repeatable)")
@@ -99,11 +104,12 @@ def export(args: argparse.Namespace) -> int:
             raise ValueError(f"--description {item!r}: expected KEY=VALUE")
         description[key] = value
     manifest = export_run(args.run, args.weights, args.checkpoint, args.threshold, args.min_component_ml,
-                          not args.no_never_empty, description)
+                          not args.no_never_empty, description, crop_margin=args.crop_margin)
     total = sum((args.weights / f.file).stat().st_size for f in manifest.folds)
     print(f"wrote {args.weights}: {len(manifest.folds)} fold(s), {total / 1e6:.1f} MB, "
-          f"min_component_ml {manifest.postprocess.min_component_ml}")
-    print(json.dumps(manifest.description.get("min_component_ml_oof_dice", {})))
+          f"min_component_ml {manifest.postprocess.min_component_ml}, crop_margin "
+          f"{manifest.inference.get('crop_margin', '-')}")
+    print(json.dumps({k: v for k, v in manifest.description.items() if k.endswith(("_oof_dice", "_agreement"))}))
     return 0
 
 

@@ -1,7 +1,10 @@
 """The two model families of the seed papers, assembled from MONAI building blocks.
 
 ``segresnet2d``: MONAI ``SegResNetDS`` on single slices (second seed; 32 filters and
-``blocks_down=(1, 2, 2, 4, 4)`` is the seed size, ≈184 GFLOP per 512 × 512 slice).
+``blocks_down=(1, 2, 2, 4, 4)`` is the seed size, ≈184 GFLOP per 512 × 512 slice). Its
+normalisation is MONAI's default, batch norm (manifest ``network.norm``): at inference its statistics
+are fixed, so a slice cropped to the head gives the whole slice's result away from the crop's
+border, which instance norm (statistics of the input, air included) cannot (docs/speed.md).
 
 ``cascade3d``: two 3D U-Nets (first seed). Each level is MONAI's ``UnetBasicBlock``
 (Conv–InstanceNorm–LeakyReLU twice); downsampling is max pooling, upsampling a transposed
@@ -23,7 +26,7 @@ from monai.networks.blocks.dynunet_block import UnetBasicBlock, UnetOutBlock, Un
 from monai.networks.nets import SegResNetDS
 from torch import nn
 
-NORM = "instance"
+NORM = "instance"  # the 3D cascade's, as in the first seed
 
 
 class UNet3D(nn.Module):
@@ -86,7 +89,7 @@ def build_network(family: str, in_channels: int, params: dict) -> nn.Module:
             spatial_dims=2, in_channels=in_channels, out_channels=1,
             init_filters=int(params.get("init_filters", 32)),
             blocks_down=tuple(params.get("blocks_down", (1, 2, 2, 4, 4))),
-            dsdepth=int(params.get("dsdepth", 4)), norm=params.get("norm", NORM))
+            dsdepth=int(params.get("dsdepth", 4)), norm=params.get("norm", "batch"))
     if family == "cascade3d":
         return Cascade3D(in_channels, params.get("pool_kernels", ((1, 2, 2), (1, 2, 2), (2, 2, 2), (2, 2, 2))),
                          int(params.get("init_filters", 32)), int(params.get("max_filters", 320)))

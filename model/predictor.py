@@ -9,6 +9,10 @@ Where the time goes and what is done about it (measurements: docs/speed.md, ``be
   and the skull base), and slices without head are skipped. The probability outside is zero. The
   slice modes crop each slice with its neighbours' boxes included, and keep one slice of context
   beyond the head, so a slice's neighbours are the same as in the uncropped volume.
+- A 2D crop gives the whole slice's result on the head: its box keeps ``crop_margin`` pixels of air
+  and is snapped to the network's grid (SegResNetDS downsamples four times by 2, so content moved by
+  a number of pixels that is not a multiple of 16 gives a different output), and the network's
+  batch norm uses fixed statistics (instance norm's would change with the air cropped away).
 - The HU crop is copied to the device once (from pinned memory, asynchronously, on CUDA); windowing
   runs there next to the networks, fold probabilities are summed there, and only the final
   probability map comes back to the host, with no host synchronisation inside the loop.
@@ -19,10 +23,10 @@ Where the time goes and what is done about it (measurements: docs/speed.md, ``be
   so batching never changes it.
 - The 3D cascade runs MONAI sliding-window inference with Gaussian blending, ``batch_size`` patches
   per call, stage 1 over the whole crop, then stage 2 on the image plus stage 1's probability.
-- On CUDA the networks run under fp16 autocast, the 2D family in ``channels_last`` layout (the
-  layout tensor cores want). On CPU both stay off: bf16 autocast was 8–80× slower on a CPU without
-  native bf16, and ``channels_last`` gave no consistent gain there while adding layout copies around
-  every instance norm (docs/speed.md).
+- The 2D family runs in ``channels_last`` layout: the layout tensor cores want, and on the CPU 27 %
+  faster for the shipped network and 14 % for the seed's (batch norm; with instance norm it was
+  not, because of layout copies around every norm). On CUDA the networks run under fp16 autocast;
+  on the CPU not: bf16 autocast was 8–80× slower on a CPU without native bf16 (docs/speed.md).
 
 Optional mirror test-time augmentation averages in the left–right flipped prediction.
 """
@@ -40,6 +44,7 @@ from torch import nn
 from model.weights import Manifest
 from model.windowing import window_slices, window_volume
 
+CROP_MARGIN = 32  # pixels kept around each slice's head unless the manifest says (docs/speed.md: measured)
 HEAD_HU = -500.0  # anything denser than this is patient (or table), not air or padding
 PAD_HU = -1024.0
 SLICE_CONTEXT = {"windows3": 0, "slices3": 1, "combined9": 1}  # neighbour slices each input reads
@@ -73,13 +78,20 @@ def head_box(hu: np.ndarray) -> tuple[slice, slice, slice] | None:
     return _box(head_mask(hu))
 
 
-def slice_boxes(mask: np.ndarray, context: int) -> list[tuple[int, slice, slice]]:
-    """(z, rows, columns) of every slice whose head box (with ``context`` neighbours) is not empty."""
+def slice_boxes(mask: np.ndarray, context: int, factor: tuple[int, int],
+                margin: int) -> list[tuple[int, slice, slice]]:
+    """(z, rows, columns) of every slice whose head box (with ``context`` neighbours) is not empty.
+
+    Each box is widened by ``margin`` and snapped outwards to multiples of ``factor`` (clipped to the
+    slice): the network then computes on the whole slice's grid, so inside the box it gives the
+    whole slice's result except within reach of the box's border, which the margin keeps away.
+    """
     boxes = []
     for z in range(mask.shape[0]):
         box = _box(mask[max(z - context, 0): z + context + 1].any(axis=0))
         if box is not None:
-            boxes.append((z, *box))
+            boxes.append((z, *(slice(max(s.start - margin, 0) // f * f, min(-(-(s.stop + margin) // f) * f, n))
+                               for s, f, n in zip(box, factor, mask.shape[1:], strict=True))))
     return boxes
 
 
@@ -93,7 +105,8 @@ class EnsemblePredictor:
         self.device = device
         self.mirror = bool(manifest.inference.get("mirror", False) if mirror is None else mirror)
         self.batch_size = int(batch_size or manifest.inference.get("batch_size", 8))
-        if device.type == "cuda" and manifest.family == "segresnet2d":
+        self.crop_margin = int(manifest.inference.get("crop_margin", CROP_MARGIN))
+        if manifest.family == "segresnet2d":
             for model in models:
                 model.to(memory_format=torch.channels_last)
 
@@ -126,10 +139,15 @@ class EnsemblePredictor:
         if self.manifest.family == "segresnet2d":
             context = SLICE_CONTEXT[self.manifest.input_mode]
             lo, hi = max(box[0].start - context, 0), min(box[0].stop + context, hu.shape[0])
-            crop = np.ascontiguousarray(hu[lo:hi, box[1], box[2]], dtype=np.float32)
             first, stop = box[0].start - lo, box[0].stop - lo  # the context slices are not predicted
-            boxes = [b for b in slice_boxes(mask[lo:hi, box[1], box[2]], context) if first <= b[0] < stop]
-            prob[lo:hi, box[1], box[2]] = self._predict_2d(crop, boxes)
+            factor = tuple(self.models[0].shape_factor())
+            boxes = [b for b in slice_boxes(mask[lo:hi], context, factor, self.crop_margin) if first <= b[0] < stop]
+            rows = slice(min(b[1].start for b in boxes), max(b[1].stop for b in boxes))  # their union, on the grid
+            cols = slice(min(b[2].start for b in boxes), max(b[2].stop for b in boxes))
+            crop = np.ascontiguousarray(hu[lo:hi, rows, cols], dtype=np.float32)
+            boxes = [(z, *(slice(s.start - o.start, s.stop - o.start) for s, o in ((r, rows), (c, cols))))
+                     for z, r, c in boxes]
+            prob[lo:hi, rows, cols] = self._predict_2d(crop, boxes)
         else:
             prob[box] = self._predict_3d(np.ascontiguousarray(hu[box], dtype=np.float32))
         return prob
@@ -148,7 +166,7 @@ class EnsemblePredictor:
             for start in range(0, len(members), self.batch_size):
                 batch = members[start: start + self.batch_size]
                 x = torch.stack([self._window(volume, z, rows, cols, height, width) for z, rows, cols in batch])
-                x = x.contiguous(memory_format=torch.channels_last) if self.device.type == "cuda" else x
+                x = x.contiguous(memory_format=torch.channels_last)
                 total = torch.zeros((len(batch), 1, height, width), dtype=torch.float32, device=self.device)
                 with self._autocast():
                     for model in self.models:

@@ -22,13 +22,24 @@ TINY = {
 
 def tiny_weights(folder: Path, family: str = "segresnet2d", input_mode: str = "windows3", folds: int = 2,
                  **overrides: object) -> Manifest:
-    """A weights folder of randomly initialised tiny networks (seeded, so reproducible)."""
+    """A weights folder of randomly initialised tiny networks (seeded, so reproducible).
+
+    Batch norms get random statistics and affine parameters, as after training (freshly made they
+    are the identity, which would hide any mistake in how their statistics are used).
+    """
     manifest = {"family": family, "input_mode": input_mode, **TINY[family], **overrides}
     probe = Manifest.from_dict({**manifest, "folds": [{"file": "-", "sha256": "-"}]})
     states = []
     for fold in range(folds):
         torch.manual_seed(fold)
-        states.append(build_model(probe).state_dict())
+        model = build_model(probe)
+        with torch.no_grad():
+            for norm in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+                norm.running_mean.normal_(0.0, 0.5)
+                norm.running_var.uniform_(0.5, 2.0)
+                norm.weight.uniform_(0.5, 1.5)
+                norm.bias.normal_(0.0, 0.2)
+        states.append(model.state_dict())
     return write_weights(folder, manifest, states)
 
 

@@ -39,12 +39,12 @@ def test_folds_are_averaged_as_probabilities():
     np.testing.assert_allclose(prob[inside], expected, rtol=1e-6)
 
 
-def test_air_outside_the_head_box_gets_zero_probability():
+def test_air_beyond_the_head_box_and_its_margin_gets_zero_probability():
     hu = np.full((3, 20, 20), -1000, np.float32)
     hu[1, 5:10, 6:12] = 40
-    prob = EnsemblePredictor([ConstantLogit(3.0)], manifest(), torch.device("cpu"))(hu)
-    assert prob[1, 5:10, 6:12].min() > 0.9
-    assert prob.sum() == pytest.approx(prob[1, 5:10, 6:12].sum())
+    prob = EnsemblePredictor([ConstantLogit(3.0)], manifest(inference={"crop_margin": 2}), torch.device("cpu"))(hu)
+    assert prob[1, 3:12, 4:14].min() > 0.9
+    assert prob.sum() == pytest.approx(prob[1, 3:12, 4:14].sum())
 
 
 def test_all_air_volume_predicts_nothing():

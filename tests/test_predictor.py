@@ -12,7 +12,7 @@ import torch
 from conftest import head_volume, tiny_weights
 from monai.inferers import sliding_window_inference
 
-from model.predictor import SLICE_CONTEXT, EnsemblePredictor, head_box, head_mask
+from model.predictor import EnsemblePredictor, head_box, head_mask, slice_boxes
 from model.weights import load_manifest, load_models
 from model.windowing import window_slices, window_volume
 
@@ -39,26 +39,13 @@ def with_air(hu: np.ndarray, z: int = 2, y: int = 7, x: int = 5) -> np.ndarray:
 
 
 @torch.inference_mode()
-def naive_2d(folder: Path, hu: np.ndarray) -> np.ndarray:
-    """One slice at a time: windowed with neighbours from the whole volume, then cropped to the slice's
-    head box (its neighbours' included) and padded with air to a multiple of the shape factor."""
+def whole_slice_2d(folder: Path, hu: np.ndarray) -> np.ndarray:
+    """What the crop must reproduce: every fold on every whole slice (MONAI sliding window, one window)."""
     manifest = load_manifest(folder)
     models = load_models(folder, manifest, CPU)
-    mask, context = head_mask(hu), SLICE_CONTEXT[manifest.input_mode]
-    windowed = window_slices(torch.from_numpy(hu), manifest.input_mode)
-    prob = np.zeros(hu.shape, dtype=np.float32)
-    for z in range(head_box(hu)[0].start, head_box(hu)[0].stop):
-        near = mask[max(z - context, 0): z + context + 1].any(axis=0)
-        rows, cols = np.flatnonzero(near.any(1)), np.flatnonzero(near.any(0))
-        if len(rows) == 0:
-            continue
-        x = windowed[z: z + 1, :, rows[0]: rows[-1] + 1, cols[0]: cols[-1] + 1]
-        factor = models[0].shape_factor()
-        x = torch.nn.functional.pad(x, (0, -x.shape[-1] % factor[1], 0, -x.shape[-2] % factor[0]))
-        mean = sum(torch.sigmoid(model(x)) for model in models) / len(models)
-        height, width = rows[-1] + 1 - rows[0], cols[-1] + 1 - cols[0]
-        prob[z, rows[0]: rows[-1] + 1, cols[0]: cols[-1] + 1] = mean[0, 0, :height, :width].numpy()
-    return prob
+    x = window_slices(torch.from_numpy(hu), manifest.input_mode)
+    mean = sum(torch.sigmoid(sliding_window_inference(x, hu.shape[1:], 1, model)) for model in models) / len(models)
+    return mean[:, 0].numpy()
 
 
 def test_head_mask_leaves_out_the_table() -> None:
@@ -70,15 +57,36 @@ def test_head_mask_leaves_out_the_table() -> None:
     assert not head_mask(hu)[:, 60:].any() and head_mask(hu)[:, 30, 28].all()
 
 
-@pytest.mark.parametrize("mode", ["windows3", "combined9"])
-def test_2d_equals_naive_per_slice_reference(tmp_path: Path, mode: str) -> None:
+@pytest.mark.parametrize("mode", ["windows3", "slices3", "combined9"])
+def test_2d_crop_equals_whole_slice_inference(tmp_path: Path, mode: str) -> None:
+    """The head crop is an optimisation only: on the head the result is the whole slice's. The head sits
+    off the network's 4-pixel grid (the crop must snap to it) with air around it (the margin must keep
+    the crop's zero padding out of the head's reach)."""
     tiny_weights(tmp_path, "segresnet2d", mode)
-    hu = with_air(head_volume((7, 40, 36)))
-    expected = naive_2d(tmp_path, hu)
+    hu = np.full((9, 128, 120), -1000.0, dtype=np.float32)
+    hu[1:8, 37:77, 45:81] = head_volume((7, 40, 36))
     got = predictor(tmp_path, batch_size=3)(hu)
     assert got.shape == hu.shape and got.dtype == np.float32
-    np.testing.assert_allclose(got, expected, atol=1e-5)
-    assert got[head_box(hu)].min() > 0 and not got[:2].any() and not got[:, :, :7].any()
+    head = head_mask(hu)
+    np.testing.assert_allclose(got[head], whole_slice_2d(tmp_path, hu)[head], atol=1e-5)
+    assert got[head].min() > 0 and not got[[0, 8]].any() and not got[:, :, :16].any()
+
+
+def test_a_margin_as_wide_as_the_slice_gives_whole_slice_inference_everywhere(tmp_path: Path) -> None:
+    tiny_weights(tmp_path, "segresnet2d", inference={"batch_size": 4, "crop_margin": 128})
+    hu = np.full((5, 96, 88), -1000.0, dtype=np.float32)
+    hu[:, 29:69, 33:69] = head_volume((5, 40, 36))
+    np.testing.assert_allclose(predictor(tmp_path)(hu), whole_slice_2d(tmp_path, hu), atol=1e-5)
+
+
+def test_slice_boxes_are_on_the_grid_with_a_margin() -> None:
+    mask = np.zeros((3, 100, 90), dtype=bool)
+    mask[1, 37:41, 45:50] = True
+    mask[2, 2:95, 80:89] = True
+    boxes = slice_boxes(mask, 0, (16, 8), 16)
+    assert boxes[0] == (1, slice(16, 64), slice(24, 72))  # 37-16 → 16, 41+16 → 64; 45-16 → 24, 50+16 → 72
+    assert boxes[1] == (2, slice(0, 100), slice(64, 90))  # clipped to the slice
+    assert [b[0] for b in slice_boxes(mask, 1, (16, 8), 16)] == [0, 1, 2]  # a neighbour's head counts
 
 
 @pytest.mark.parametrize("mode", ["windows3", "slices3", "combined9"])
@@ -90,9 +98,8 @@ def test_batch_size_does_not_change_the_result(tmp_path: Path, mode: str) -> Non
         np.testing.assert_allclose(other, results[0], atol=1e-6)
 
 
-@pytest.mark.parametrize("family", ["segresnet2d", "cascade3d"])
-def test_air_around_the_head_does_not_change_the_result(tmp_path: Path, family: str) -> None:
-    tiny_weights(tmp_path, family, folds=1)
+def test_air_around_the_head_does_not_change_the_3d_result(tmp_path: Path) -> None:
+    tiny_weights(tmp_path, "cascade3d", folds=1)
     hu = head_volume((8, 40, 40)).astype(np.float32)
     run = predictor(tmp_path, batch_size=2)
     tight, padded = run(hu), run(with_air(hu, z=0))

@@ -16,6 +16,7 @@ import train
 from model.io import CaseError
 from model.training import data as training_data
 from model.training.data import SliceDataset, cache_case, crop_centres, slice_input
+from model.training.export import CROP_MARGIN_CANDIDATES, WHOLE_SLICE
 from model.training.losses import build_loss, dice_bce
 from model.training.splits import find_cases, make_splits, read_splits, write_splits
 from model.weights import load_manifest, load_models
@@ -153,10 +154,16 @@ def test_export_round_trips_into_process(dataset: Path, tmp_path: Path) -> None:
     manifest = load_manifest(weights)  # hashes verified
     assert len(manifest.folds) == 2 and manifest.postprocess.never_empty
     assert manifest.description["data"] == "blobs"
-    assert json.loads((run / "postprocess_tuning.json").read_text())["chosen"] == \
-        manifest.postprocess.min_component_ml
+    tuning = json.loads((run / "export_tuning.json").read_text())
+    assert tuning["min_component_ml"] == manifest.postprocess.min_component_ml
+    margin, agreement = manifest.inference["crop_margin"], tuning["crop_margin_agreement"]
+    assert agreement == manifest.description["crop_margin_agreement"]
+    assert all(agreement[str(m)] < 0.999 for m in CROP_MARGIN_CANDIDATES if m < margin)  # the smallest that agrees
+    assert margin == WHOLE_SLICE or agreement[str(margin)] >= 0.999
     models = load_models(weights, manifest, torch.device("cpu"))
     best = torch.load(run / "fold1/best.pt", weights_only=True)["model"]
+    assert manifest.network["norm"] == "batch"
+    assert float(best["encoder.layers.0.blocks.0.norm1.running_var"].sub(1).abs().max()) > 1e-3  # stats learned
     for key, value in best.items():
         torch.testing.assert_close(models[1].state_dict()[key], value)
     output = tmp_path / "predict"

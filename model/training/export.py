@@ -1,8 +1,9 @@
 """Fold checkpoints of a run → a ``weights/`` folder (fold files, manifest with SHA-256) that process.py reads.
 
-Optionally the post-processing's smallest kept component is chosen on the run's own out-of-fold
-predictions: every fold's model predicts the cases it never trained on, and the candidate volume
-with the highest mean Dice (ties: the smallest) goes into the manifest.
+Settings not given are chosen on the run's own out-of-fold predictions (every fold's model predicts
+the cases it never trained on): the 2D crop margin, the smallest that reproduces whole-slice
+inference, and the post-processing's smallest kept component, the candidate volume with the highest
+mean Dice (ties: the smallest).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,13 +20,16 @@ from torch import nn
 
 from model.networks import build_network
 from model.postprocess import PostprocessConfig, postprocess
-from model.training.data import cache_case
+from model.training.data import CachedCase, cache_case
 from model.training.splits import find_cases, read_splits
 from model.training.validation import dice, predict_case, probe_manifest
 from model.weights import Manifest, write_weights
 from model.windowing import CHANNELS
 
 MIN_COMPONENT_CANDIDATES = (0.0, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)  # mL
+CROP_MARGIN_CANDIDATES = (0, 16, 32, 64)  # pixels
+WHOLE_SLICE = 1 << 16  # a crop margin wider than any slice: the crop is the whole slice
+MARGIN_AGREEMENT = 0.999  # pooled Dice against whole-slice masks that a margin must reach
 
 
 def _load(path: Path) -> dict:
@@ -51,45 +56,77 @@ def _model(config: dict, state: dict, device: torch.device) -> nn.Module:
     return model.to(device).eval()
 
 
-def tune_min_component(run: Path, config: dict, states: list[dict], threshold: float, device: torch.device,
-                       candidates: tuple[float, ...] = MIN_COMPONENT_CANDIDATES) -> tuple[float, dict[str, float]]:
-    """Out-of-fold mean Dice (never-empty on) for each candidate ``min_component_ml``; returns the best."""
+def _held_out(run: Path, config: dict, states: list[dict],
+              device: torch.device) -> Iterator[tuple[CachedCase, nn.Module]]:
+    """Every case of the run's split with the model of the fold that never trained on it."""
     cases = {c.name: cache_case(c, run / "cache") for c in find_cases(Path(config["dataset"]))}
-    splits = read_splits(run / "splits.json", sorted(cases))
-    manifest = probe_manifest(config["family"], config["input_mode"], config["network"], config["inference"])
-    scores: dict[float, list[float]] = {c: [] for c in candidates}
-    for fold, split in enumerate(splits):
+    for fold, split in enumerate(read_splits(run / "splits.json", sorted(cases))):
         model = _model(config, states[fold], device)
         for name in split["val"]:
-            case = cases[name]
-            label = np.asarray(case.label())
-            if not label.any():
-                continue
-            prob = predict_case(model, manifest, case, device)
-            for candidate in candidates:
-                mask = postprocess(prob, case.spacing_zyx, threshold, PostprocessConfig(candidate, True))
-                scores[candidate].append(dice(mask, label))
-    table = {str(c): round(float(np.mean(s)), 4) for c, s in scores.items() if s}
+            yield cases[name], model
+
+
+def tune_out_of_fold(run: Path, config: dict, states: list[dict], threshold: float, device: torch.device,
+                     margins: tuple[int, ...] = CROP_MARGIN_CANDIDATES) -> dict:
+    """Choose the 2D crop margin and ``min_component_ml`` on out-of-fold predictions.
+
+    The margin is the smallest of ``margins`` whose masks (threshold only) agree with whole-slice
+    inference over all held-out cases with pooled Dice ≥ ``MARGIN_AGREEMENT``, else the whole slice:
+    how far the crop's border reaches into the result depends on the trained network (docs/speed.md).
+    ``min_component_ml`` is then the candidate with the best mean Dice (never-empty on) at that margin
+    on the cases with haemorrhage (ties: the smallest). The 3D cascade crops to the head, no margin.
+    """
+    compare = config["family"] == "segresnet2d" and len(margins) > 1
+    runs = (*margins, WHOLE_SLICE) if compare else margins[:1]
+    overlap = {m: [0, 0] for m in margins}  # pooled |a ∧ b| and |a| + |b| against the whole slice's mask
+    scores: dict[int, dict[float, list[float]]] = {m: {c: [] for c in MIN_COMPONENT_CANDIDATES} for m in runs}
+    for case, model in _held_out(run, config, states, device):
+        label = np.asarray(case.label())
+        probs = {}
+        for margin in runs:
+            inference = {**config["inference"], "crop_margin": margin}
+            manifest = probe_manifest(config["family"], config["input_mode"], config["network"], inference)
+            probs[margin] = predict_case(model, manifest, case, device)
+            for candidate in MIN_COMPONENT_CANDIDATES if label.any() else ():
+                mask = postprocess(probs[margin], case.spacing_zyx, threshold, PostprocessConfig(candidate, True))
+                scores[margin][candidate].append(dice(mask, label))
+        if compare:
+            reference = probs[WHOLE_SLICE] > threshold
+            for margin in margins:
+                mask = probs[margin] > threshold
+                overlap[margin][0] += int((mask & reference).sum())
+                overlap[margin][1] += int(mask.sum() + reference.sum())
+    agreement = {str(m): round(2 * both / total if total else 1.0, 5) for m, (both, total) in overlap.items()}
+    chosen = next((m for m in margins if agreement[str(m)] >= MARGIN_AGREEMENT), WHOLE_SLICE) if compare \
+        else margins[0]
+    table = {str(c): round(float(np.mean(v)), 4) for c, v in scores[chosen].items() if v}
     if not table:
         raise ValueError(f"{run}: no held-out case with haemorrhage to choose min_component_ml on; pass it")
-    best = max(candidates, key=lambda c: (table[str(c)], -c))
-    return best, table
+    best = max(MIN_COMPONENT_CANDIDATES, key=lambda c: (table[str(c)], -c))
+    return {"crop_margin": chosen, "crop_margin_agreement": agreement if compare else None,
+            "min_component_ml": best, "min_component_ml_oof_dice": table}
 
 
 def export_run(run: Path, weights_dir: Path, checkpoint: str = "best", threshold: float = 0.5,
                min_component_ml: float | None = None, never_empty: bool = True, description: dict | None = None,
-               device: torch.device | None = None) -> Manifest:
-    """Write ``weights_dir`` from the run's folds; ``min_component_ml=None`` chooses it out-of-fold."""
+               device: torch.device | None = None, crop_margin: int | None = None) -> Manifest:
+    """Write ``weights_dir`` from the run's folds; ``None`` settings are chosen out-of-fold."""
     config_path = run / "config.json"
     if not config_path.is_file():
         raise FileNotFoundError(f"{config_path}: not a training run folder (no config.json)")
     config = json.loads(config_path.read_text())
     states = fold_states(run, config, checkpoint)
+    inference = dict(config["inference"])
+    slices = config["family"] == "segresnet2d"
     tuning = None
-    if min_component_ml is None:
-        min_component_ml, tuning = tune_min_component(run, config, states, threshold, device or torch.device("cpu"))
-        (run / "postprocess_tuning.json").write_text(json.dumps(
-            {"out_of_fold_mean_dice_by_min_component_ml": tuning, "chosen": min_component_ml}, indent=1) + "\n")
+    if min_component_ml is None or (slices and crop_margin is None):
+        margins = CROP_MARGIN_CANDIDATES if crop_margin is None else (crop_margin,)
+        tuning = tune_out_of_fold(run, config, states, threshold, device or torch.device("cpu"), margins)
+        (run / "export_tuning.json").write_text(json.dumps(tuning, indent=1) + "\n")
+        min_component_ml = tuning["min_component_ml"] if min_component_ml is None else min_component_ml
+        crop_margin = tuning["crop_margin"]
+    if slices:
+        inference["crop_margin"] = int(crop_margin)
     scores = []
     for fold in range(config["folds"]):
         folder = run / f"fold{fold}" / ("stage2" if config["family"] == "cascade3d" else "")
@@ -98,9 +135,9 @@ def export_run(run: Path, weights_dir: Path, checkpoint: str = "best", threshold
     info = {"trained_on": config["dataset"], "training": config.get("training", {}), "checkpoint": checkpoint,
             "fold_val_dice": scores, "exported": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     if tuning:
-        info["min_component_ml_oof_dice"] = tuning
+        info.update({k: v for k, v in tuning.items() if k.endswith(("_oof_dice", "_agreement")) and v})
     manifest = {"family": config["family"], "input_mode": config["input_mode"], "network": config["network"],
-                "threshold": threshold, "inference": config["inference"],
+                "threshold": threshold, "inference": inference,
                 "postprocess": {"min_component_ml": float(min_component_ml), "never_empty": never_empty},
                 "description": {**info, **(description or {})}}
     return write_weights(weights_dir, manifest, states)

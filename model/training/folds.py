@@ -36,7 +36,7 @@ from model.training.validation import dice, predict_case, probe_manifest, stage1
 from model.windowing import CHANNELS
 
 DEFAULTS = {
-    "segresnet2d": {"network": {"init_filters": 32, "blocks_down": [1, 2, 2, 4, 4], "dsdepth": 4},
+    "segresnet2d": {"network": {"init_filters": 32, "blocks_down": [1, 2, 2, 4, 4], "dsdepth": 4, "norm": "batch"},
                     "lr": 2e-4, "weight_decay": 1e-5, "optimizer": "adamw", "batch_size": 32},
     "cascade3d": {"network": {"init_filters": 32, "max_filters": 320,
                               "pool_kernels": [[1, 2, 2], [1, 2, 2], [2, 2, 2], [2, 2, 2]]},
@@ -82,8 +82,9 @@ def prepare(args, info: DistInfo) -> tuple[RunConfig, list[dict], dict[str, Cach
     run: Path = args.out
     defaults = DEFAULTS[args.family]
     network = dict(defaults["network"])
-    network.update({k: v for k, v in {"init_filters": args.init_filters, "blocks_down": args.blocks_down,
-                                      "dsdepth": args.dsdepth}.items() if v is not None and k in network})
+    given = {"init_filters": args.init_filters, "blocks_down": args.blocks_down, "dsdepth": args.dsdepth,
+             "norm": args.norm}
+    network.update({k: v for k, v in given.items() if v is not None and k in network})
     if args.family == "segresnet2d":
         crop = tuple(args.crop)
         inference = {"batch_size": 8}

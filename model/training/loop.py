@@ -83,6 +83,8 @@ def fit(model: nn.Module, dataset, loss_fn: Callable, val_cases: list[CachedCase
         raise ValueError(f"global batch {config.batch_size} is not divisible by {info.world_size} processes")
     out_dir.mkdir(parents=True, exist_ok=True)
     last_path, best_path, log_path = out_dir / "last.pt", out_dir / "best.pt", out_dir / "training_log.csv"
+    if info.enabled and info.device.type == "cuda":  # batch statistics over the global batch, as one process
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # (PyTorch syncs on GPUs only)
     model.to(info.device)
     optimizer = make_optimizer(list(model.parameters()), config)
     total_steps = config.epochs * config.steps_per_epoch
