@@ -15,6 +15,7 @@ import process
 import train
 from model.io import CaseError
 from model.training import data as training_data
+from model.training import export as export_module
 from model.training.data import SliceDataset, cache_case, crop_centres, slice_input
 from model.training.export import CROP_MARGIN_CANDIDATES, WHOLE_SLICE
 from model.training.losses import build_loss, dice_bce
@@ -171,6 +172,31 @@ def test_export_round_trips_into_process(dataset: Path, tmp_path: Path) -> None:
                          "--weights", str(weights), "--device", "cpu"]) == 0
     mask = sitk.ReadImage(str(output / "001.nii.gz"))
     assert mask.GetSize() == (64, 64, 8)
+
+
+def test_export_picks_the_smallest_margin_that_matches_whole_slices(dataset: Path, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Margins 0 and 16 flip some voxels against the whole slice, 32 flips none: 32 is chosen, and the
+    post-processing is tuned on margin 32's predictions."""
+    run = tmp_path / "run"
+    assert fit(dataset, run, "--folds", "2", "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "2") == 0
+    seen: list[int] = []
+
+    def fake_predict(model, manifest, case, device) -> np.ndarray:
+        margin = manifest.inference["crop_margin"]
+        seen.append(margin)
+        prob = np.asarray(case.label(), dtype=np.float32) * 0.9  # the whole slice's answer: the label
+        if margin < 32:
+            prob[0, :4, :4] = 0.9  # a speck the crop's border added
+        return prob
+
+    monkeypatch.setattr(export_module, "predict_case", fake_predict)
+    manifest = export_module.export_run(run, tmp_path / "weights")
+    assert manifest.inference["crop_margin"] == 32
+    agreement = manifest.description["crop_margin_agreement"]
+    assert agreement["0"] == agreement["16"] < 0.999 and agreement["32"] == agreement["64"] == 1.0
+    assert sorted(set(seen)) == [0, 16, 32, 64, WHOLE_SLICE] and len(seen) == 5 * 4  # 4 held-out cases
+    assert manifest.description["min_component_ml_oof_dice"]["0.0"] == 1.0  # scored at margin 32: the label
 
 
 def test_cascade_stages_train_out_of_fold_and_export(dataset: Path, tmp_path: Path) -> None:
