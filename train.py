@@ -19,7 +19,7 @@ import torch
 
 from model.io import CaseError
 from model.training.distributed import setup, teardown
-from model.training.export import export_run
+from model.training.export import TUNING_TABLES, export_run
 from model.training.folds import run_training
 from model.windowing import CHANNELS
 
@@ -109,7 +109,7 @@ def export(args: argparse.Namespace) -> int:
     print(f"wrote {args.weights}: {len(manifest.folds)} fold(s), {total / 1e6:.1f} MB, "
           f"min_component_ml {manifest.postprocess.min_component_ml}, crop_margin "
           f"{manifest.inference.get('crop_margin', '-')}")
-    print(json.dumps({k: v for k, v in manifest.description.items() if k.endswith(("_oof_dice", "_agreement"))}))
+    print(json.dumps({k: manifest.description[k] for k in TUNING_TABLES if k in manifest.description}))
     return 0
 
 

@@ -30,6 +30,7 @@ MIN_COMPONENT_CANDIDATES = (0.0, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)  # mL
 CROP_MARGIN_CANDIDATES = (0, 16, 32, 64)  # pixels
 WHOLE_SLICE = 1 << 16  # a crop margin wider than any slice: the crop is the whole slice
 MARGIN_AGREEMENT = 0.999  # pooled Dice against whole-slice masks that a margin must reach
+TUNING_TABLES = ("crop_margin_agreement", "min_component_ml_oof_dice")  # what the manifest's description keeps
 
 
 def _load(path: Path) -> dict:
@@ -135,7 +136,7 @@ def export_run(run: Path, weights_dir: Path, checkpoint: str = "best", threshold
     info = {"trained_on": config["dataset"], "training": config.get("training", {}), "checkpoint": checkpoint,
             "fold_val_dice": scores, "exported": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     if tuning:
-        info.update({k: v for k, v in tuning.items() if k.endswith(("_oof_dice", "_agreement")) and v})
+        info.update({k: tuning[k] for k in TUNING_TABLES if tuning[k]})
     manifest = {"family": config["family"], "input_mode": config["input_mode"], "network": config["network"],
                 "threshold": threshold, "inference": inference,
                 "postprocess": {"min_component_ml": float(min_component_ml), "never_empty": never_empty},
