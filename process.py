@@ -95,9 +95,13 @@ def check_writable(folder: Path) -> None:
 
 
 def write_json_atomic(data: dict, path: Path) -> None:
+    """Temporary name, then rename; removed if interrupted in between (SIGTERM while writing)."""
     tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def one_line(err: BaseException) -> str:
