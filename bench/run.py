@@ -1,6 +1,6 @@
 """Inference speed benchmark: the ensemble predictor against a straightforward MONAI pipeline.
 
-    python bench/run.py [--quick] [--device cpu|cuda|all] [--json PATH] [--threads N]
+    python bench/run.py [--quick] [--repeat N] [--device cpu|cuda|all] [--json PATH] [--threads N]
 
 For a generated 512 × 512 head CT it times end to end (read, window + ensemble, post-process,
 write) and each stage, for both model families at the shipped size and at the seeds' full size
@@ -15,7 +15,9 @@ random heads are rescaled until each fold's logits have unit spread ×8 with 30 
 positive (the ensemble then splits clearly at 0.5). With trained weights in ``weights/`` (shipped
 size) they are used as they are. Output: a table, a JSON file, and a last line
 ``speedup=<x> fraction_of_peak=<y> seconds_per_case=<z> peak_mb=<m>`` for the full-size 2D
-ensemble on the fastest device present (speedup measured on the case that row ran).
+ensemble on the fastest device present (speedup measured on the case that row ran). ``--repeat N``
+alternates ours and the baseline N times per row and keeps each one's fastest run, for shared
+machines whose speed drifts.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ import json
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +44,7 @@ from baseline import baseline_probability  # noqa: E402
 from case import head_ct, to_image  # noqa: E402
 from measure import ShapeRecorder, matmul_peak, peak_memory, sync  # noqa: E402
 
+from model.crop_border import crop_sides  # noqa: E402
 from model.io import mask_image, read_image, to_canonical, write_image_atomic  # noqa: E402
 from model.postprocess import postprocess  # noqa: E402
 from model.predictor import (  # noqa: E402
@@ -220,7 +224,8 @@ def same_input_reference(predictor: EnsemblePredictor, hu: np.ndarray) -> np.nda
     crop's border, batch norm; 3D: everything, since instance norm's statistics and the sliding
     window's grid depend on the air around the head); this reference isolates the pipeline:
     batching, fp16, layout. 2D: each slice's box (``slice_boxes``), padded with air after the last
-    row and column to the network's shape factor; 3D: the head's box.
+    row and column to the network's shape factor, its inner sides edge-padded as the predictor does;
+    3D: the head's box.
     """
     models, manifest, device = predictor.models, predictor.manifest, predictor.device
     prob = np.zeros(hu.shape, dtype=np.float32)
@@ -236,7 +241,10 @@ def same_input_reference(predictor: EnsemblePredictor, hu: np.ndarray) -> np.nda
         crop = hu[lo:hi, rows, cols]
         crop = np.pad(crop, [(0, 0), *[(0, -n % f) for n, f in zip(crop.shape[1:], factor, strict=True)]],
                       constant_values=PAD_HU)
-        plain = baseline_probability(models, manifest, np.ascontiguousarray(crop), device)[z - lo]
+        with ExitStack() as stack:
+            for border in predictor.borders:
+                stack.enter_context(border.inner(crop_sides(rows, cols, *hu.shape[1:])))
+            plain = baseline_probability(models, manifest, np.ascontiguousarray(crop), device)[z - lo]
         prob[z, rows, cols] = plain[: rows.stop - rows.start, : cols.stop - cols.start]
     return prob
 
@@ -253,20 +261,51 @@ def case_volume(row: Row) -> np.ndarray:
     return full[start: start + row.slices]
 
 
-def run_row(row: Row, workdir: Path, quick: bool = False) -> dict:
+def timed_runs(repeat: int, path: Path, output: Path, predict: Callable[[np.ndarray], np.ndarray],
+               manifest: Manifest, device: torch.device, modules: dict[str, nn.Module]) -> Iterator[dict]:
+    """``repeat`` timed pipelines, one per ``next``; the first records the network calls (``"flops"``)."""
+    for attempt in range(repeat):
+        recorder = ShapeRecorder(modules) if attempt == 0 else None
+        run = timed_pipeline(path, output, predict, manifest, device)
+        if recorder is not None:
+            recorder.remove()
+            run["flops"] = recorder.flops()
+        yield run
+
+
+def seconds_list(runs: list[dict]) -> str:
+    return " ".join(f"{run['seconds']['end_to_end']:.2f}" for run in runs)
+
+
+def run_row(row: Row, workdir: Path, quick: bool = False, repeat: int = 1) -> dict:
+    """One row; with ``repeat`` > 1 ours and the baseline alternate and each keeps its fastest run (on a
+    shared machine, contention only ever adds time, and alternating exposes both to the same drift)."""
     device = torch.device(row.device)
     hu = case_volume(row)
     path = workdir / f"case-{row.slices}-{row.field}.nii.gz"
     sitk.WriteImage(to_image(hu), str(path))
     models, manifest, trained = make_models(row, hu.astype(np.float32), workdir)
     predictor = EnsemblePredictor(models, manifest, device, mirror=False)
-    if device.type == "cuda":  # one untimed pass: cuDNN algorithm choice and allocator warm-up
+
+    def plain(volume: np.ndarray) -> np.ndarray:
+        return baseline_probability(models, manifest, volume, device)
+    if device.type == "cuda":  # one untimed pass each: cuDNN algorithm choice and allocator warm-up
         predictor(hu.astype(np.float32))
-    recorder = ShapeRecorder(recorded_modules(models))
-    ours = timed_pipeline(path, workdir / "ours.nii.gz", predictor, manifest, device)
-    recorder.remove()
-    flops = recorder.flops()
-    print(f"  {row.name}: ours {ours['seconds']['end_to_end']:.2f} s", flush=True)
+        if row.baseline:
+            plain(hu.astype(np.float32))
+    pipelines = [timed_runs(repeat, path, workdir / "ours.nii.gz", predictor, manifest, device,
+                            recorded_modules(predictor.models))]  # the predictor's own copies run
+    if row.baseline:
+        pipelines.append(timed_runs(repeat, path, workdir / "baseline.nii.gz", plain, manifest, device,
+                                    recorded_modules(models)))
+    runs: list[list[dict]] = [[] for _ in pipelines]
+    for _ in range(repeat):
+        for pipeline, done in zip(pipelines, runs, strict=True):
+            done.append(next(pipeline))
+    ours, *rest = [min(done, key=lambda run: run["seconds"]["end_to_end"]) for done in runs]
+    flops = runs[0][0]["flops"]
+    print(f"  {row.name}: ours {ours['seconds']['end_to_end']:.2f} s "
+          f"(runs: {seconds_list(runs[0])})", flush=True)
     result: dict = {
         "row": row.name, "family": row.family, "size": row.size, "device": row.device,
         "network": manifest.network, "input_mode": manifest.input_mode, "trained_weights": trained,
@@ -287,20 +326,14 @@ def run_row(row: Row, workdir: Path, quick: bool = False) -> dict:
         other = result["seconds"]["end_to_end"] - result["seconds"]["ensemble"]
         result["seconds_per_case"] = other + result["seconds"]["ensemble"] * FULL_FOLDS / row.folds
         result["extrapolated"] = True
+    result["runs_end_to_end"] = [r["seconds"]["end_to_end"] for r in runs[0]]
     if row.baseline:
-        for model in models:  # the predictor made them channels_last; the baseline runs them as loaded
-            model.to(memory_format=torch.contiguous_format)
-
-        def plain(volume: np.ndarray) -> np.ndarray:
-            return baseline_probability(models, manifest, volume, device)
-        if device.type == "cuda":
-            plain(hu.astype(np.float32))
-        recorder = ShapeRecorder(recorded_modules(models))
-        theirs = timed_pipeline(path, workdir / "baseline.nii.gz", plain, manifest, device)
-        recorder.remove()
-        print(f"  {row.name}: baseline {theirs['seconds']['end_to_end']:.2f} s", flush=True)
+        theirs = rest[0]
+        print(f"  {row.name}: baseline {theirs['seconds']['end_to_end']:.2f} s "
+              f"(runs: {seconds_list(runs[1])})", flush=True)
         result["baseline"] = {"seconds": theirs["seconds"], "memory_mb": theirs["memory"],
-                              "gflop": recorder.flops() / 1e9}
+                              "gflop": runs[1][0]["flops"] / 1e9,
+                              "runs_end_to_end": [r["seconds"]["end_to_end"] for r in runs[1]]}
         result["speedup"] = theirs["seconds"]["end_to_end"] / ours["seconds"]["end_to_end"]
         result["speedup_ensemble"] = theirs["seconds"]["ensemble"] / ours["seconds"]["ensemble"]
         head = head_mask(hu)  # the predictor leaves the air out by design: a random network's "blood" there
@@ -357,6 +390,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="CPU rows on slimmer cases (a few minutes on 2 cores)")
     parser.add_argument("--device", choices=("all", "cpu", "cuda"), default="all")
     parser.add_argument("--json", type=Path, default=Path(tempfile.gettempdir()) / "ich_bench.json")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="time ours and the baseline this many times, alternating, and keep each one's fastest "
+                             "(a shared machine's contention only adds time)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for PyTorch (default: its own choice, one per core)")
     args = parser.parse_args(argv)
@@ -376,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
                   flush=True)
         for row in plan(args.quick, devices):
             start = time.perf_counter()
-            result = run_row(row, Path(tmp), args.quick)
+            result = run_row(row, Path(tmp), args.quick, max(args.repeat, 1))
             results.append(result)
             flops, _ = matmul_peak(torch.device(row.device), seconds=1.0)  # a busy machine's peak varies
             peaks[row.device]["tflops"] = max(peaks[row.device]["tflops"], flops / 1e12)

@@ -19,12 +19,15 @@ Both families output one channel of logits; the probability of haemorrhage is it
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import torch
 from monai.networks.blocks.dynunet_block import UnetBasicBlock, UnetOutBlock, UnetUpBlock
 from monai.networks.nets import SegResNetDS
+from monai.networks.nets.segresnet_ds import SegResBlock
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 NORM = "instance"  # the 3D cascade's, as in the first seed
 
@@ -94,3 +97,19 @@ def build_network(family: str, in_channels: int, params: dict) -> nn.Module:
         return Cascade3D(in_channels, params.get("pool_kernels", ((1, 2, 2), (1, 2, 2), (2, 2, 2), (2, 2, 2))),
                          int(params.get("init_filters", 32)), int(params.get("max_filters", 320)))
     raise ValueError(f"unknown model family {family!r}; expected 'segresnet2d' or 'cascade3d'")
+
+
+def for_inference(model: nn.Module) -> nn.Module:
+    """An eval-mode copy with each residual block's second batch norm folded into the convolution
+    before it (``conv1`` → ``norm2``: an affine map of a linear one, exact up to rounding).
+
+    One memory pass fewer per block; the first norm follows the residual sum and cannot be folded.
+    On this CPU the shipped 2D network ran 8–13 % faster; the seed-size one, compute-bound, gained
+    nothing measurable (docs/speed.md). A copy, so a model being trained is never changed.
+    """
+    model = copy.deepcopy(model).eval()
+    for block in model.modules():
+        if isinstance(block, SegResBlock) and isinstance(block.norm2, nn.modules.batchnorm._BatchNorm):
+            block.conv1 = fuse_conv_bn_eval(block.conv1, block.norm2)
+            block.norm2 = nn.Identity()
+    return model

@@ -11,8 +11,11 @@ Where the time goes and what is done about it (measurements: docs/speed.md, ``be
   beyond the head, so a slice's neighbours are the same as in the uncropped volume.
 - A 2D crop gives the whole slice's result on the head: its box keeps ``crop_margin`` pixels of air
   and is snapped to the network's grid (SegResNetDS downsamples four times by 2, so content moved by
-  a number of pixels that is not a multiple of 16 gives a different output), and the network's
-  batch norm uses fixed statistics (instance norm's would change with the air cropped away).
+  a number of pixels that is not a multiple of 16 gives a different output), the network's batch
+  norm uses fixed statistics (instance norm's would change with the air cropped away), and at the
+  crop's sides inside the slice every convolution pads with its input's edge rather than zeros
+  (:mod:`model.crop_border`): the air goes on there in the whole slice, and the shipped model then
+  needs a 16-pixel margin instead of 64.
 - The HU crop is copied to the device once (from pinned memory, asynchronously, on CUDA); windowing
   runs there next to the networks, fold probabilities are summed there, and only the final
   probability map comes back to the host, with no host synchronisation inside the loop.
@@ -25,7 +28,9 @@ Where the time goes and what is done about it (measurements: docs/speed.md, ``be
   per call, stage 1 over the whole crop, then stage 2 on the image plus stage 1's probability.
 - The 2D family runs in ``channels_last`` layout: the layout tensor cores want, and on the CPU 27 %
   faster for the shipped network and 14 % for the seed's (batch norm; with instance norm it was
-  not, because of layout copies around every norm). On CUDA the networks run under fp16 autocast;
+  not, because of layout copies around every norm). Each residual block's second batch norm is
+  folded into the convolution before it (:func:`model.networks.for_inference`). On CUDA the
+  networks run under fp16 autocast;
   on the CPU not: bf16 autocast was 8–80× slower on a CPU without native bf16 (docs/speed.md).
 
 Optional mirror test-time augmentation averages in the left–right flipped prediction.
@@ -41,6 +46,8 @@ from monai.inferers import sliding_window_inference
 from scipy import ndimage
 from torch import nn
 
+from model.crop_border import CropBorderPadding, Sides, border_padding, crop_sides
+from model.networks import for_inference
 from model.weights import Manifest
 from model.windowing import window_slices, window_volume
 
@@ -95,20 +102,29 @@ def slice_boxes(mask: np.ndarray, context: int, factor: tuple[int, int],
     return boxes
 
 
+def _on_crop(model: nn.Module, border: CropBorderPadding, sides: Sides) -> Callable[[torch.Tensor, bool], torch.Tensor]:
+    """``model`` on a crop whose inner ``sides`` are edge-padded (left and right swap in a flipped view)."""
+    def run(inputs: torch.Tensor, flipped: bool) -> torch.Tensor:
+        with border.inner(sides.mirrored() if flipped else sides):
+            return model(inputs)
+    return run
+
+
 class EnsemblePredictor:
     """Mean probability of the fold models of one weights manifest."""
 
     def __init__(self, models: list[nn.Module], manifest: Manifest, device: torch.device,
                  mirror: bool | None = None, batch_size: int | None = None) -> None:
-        self.models = models
+        self.models = [for_inference(model) for model in models]  # the callers' models stay as they are
         self.manifest = manifest
         self.device = device
         self.mirror = bool(manifest.inference.get("mirror", False) if mirror is None else mirror)
         self.batch_size = int(batch_size or manifest.inference.get("batch_size", 8))
         self.crop_margin = int(manifest.inference.get("crop_margin", CROP_MARGIN))
         if manifest.family == "segresnet2d":
-            for model in models:
+            for model in self.models:
                 model.to(memory_format=torch.channels_last)
+        self.borders = [border_padding(model) for model in self.models] if manifest.family == "segresnet2d" else []
 
     def _autocast(self) -> torch.autocast:
         return torch.autocast(device_type=self.device.type, dtype=torch.float16,
@@ -121,11 +137,14 @@ class EnsemblePredictor:
             return host.to(self.device)
         return host.pin_memory().to(self.device, non_blocking=True)
 
-    def _views(self, x: torch.Tensor, run: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-        """Sum of sigmoid probabilities over the original and, with mirroring, the flipped view."""
-        prob = torch.sigmoid(run(x).float())
+    def _views(self, x: torch.Tensor, run: Callable[[torch.Tensor, bool], torch.Tensor]) -> torch.Tensor:
+        """Sum of sigmoid probabilities over the original and, with mirroring, the flipped view.
+
+        ``run(inputs, flipped)`` gives the logits; ``flipped`` says the inputs are mirrored left–right.
+        """
+        prob = torch.sigmoid(run(x, False).float())
         if self.mirror:
-            prob += torch.sigmoid(run(x.flip(-1)).float()).flip(-1)
+            prob += torch.sigmoid(run(x.flip(-1), True).float()).flip(-1)
         return prob
 
     @torch.inference_mode()
@@ -145,32 +164,33 @@ class EnsemblePredictor:
             rows = slice(min(b[1].start for b in boxes), max(b[1].stop for b in boxes))  # their union, on the grid
             cols = slice(min(b[2].start for b in boxes), max(b[2].stop for b in boxes))
             crop = np.ascontiguousarray(hu[lo:hi, rows, cols], dtype=np.float32)
-            boxes = [(z, *(slice(s.start - o.start, s.stop - o.start) for s, o in ((r, rows), (c, cols))))
-                     for z, r, c in boxes]
+            boxes = [(z, *(slice(s.start - o.start, s.stop - o.start) for s, o in ((r, rows), (c, cols))),
+                      crop_sides(r, c, *hu.shape[1:])) for z, r, c in boxes]
             prob[lo:hi, rows, cols] = self._predict_2d(crop, boxes)
         else:
             prob[box] = self._predict_3d(np.ascontiguousarray(hu[box], dtype=np.float32))
         return prob
 
-    def _predict_2d(self, hu: np.ndarray, boxes: list[tuple[int, slice, slice]]) -> np.ndarray:
-        """Probability of the slices in ``boxes`` (z, rows, columns of ``hu``); zero elsewhere."""
+    def _predict_2d(self, hu: np.ndarray, boxes: list[tuple[int, slice, slice, Sides]]) -> np.ndarray:
+        """Probability of the slices in ``boxes`` (z, rows and columns of ``hu``, sides inside the
+        slice); zero elsewhere."""
         volume = self._to_device(hu)
         out = torch.zeros(volume.shape, dtype=torch.float32, device=self.device)
         views = len(self.models) * (2 if self.mirror else 1)
         factor = tuple(self.models[0].shape_factor())
-        groups: dict[tuple[int, int], list[tuple[int, slice, slice]]] = {}
-        for z, rows, cols in boxes:  # padded crop size → slices of that size
+        groups: dict[tuple[int, int, Sides], list[tuple[int, slice, slice]]] = {}
+        for z, rows, cols, sides in boxes:  # padded crop size and inner sides → slices of that kind
             size = tuple(-(-(s.stop - s.start) // f) * f for s, f in zip((rows, cols), factor, strict=True))
-            groups.setdefault(size, []).append((z, rows, cols))
-        for (height, width), members in groups.items():
+            groups.setdefault((*size, sides), []).append((z, rows, cols))
+        for (height, width, sides), members in groups.items():
             for start in range(0, len(members), self.batch_size):
                 batch = members[start: start + self.batch_size]
                 x = torch.stack([self._window(volume, z, rows, cols, height, width) for z, rows, cols in batch])
                 x = x.contiguous(memory_format=torch.channels_last)
                 total = torch.zeros((len(batch), 1, height, width), dtype=torch.float32, device=self.device)
                 with self._autocast():
-                    for model in self.models:
-                        total += self._views(x, model)
+                    for model, border in zip(self.models, self.borders, strict=True):
+                        total += self._views(x, _on_crop(model, border, sides))
                 for index, (z, rows, cols) in enumerate(batch):
                     out[z, rows, cols] = total[index, 0, : rows.stop - rows.start, : cols.stop - cols.start] / views
         return out.cpu().numpy()
@@ -198,5 +218,5 @@ class EnsemblePredictor:
                 def cascade(inputs: torch.Tensor, model: nn.Module = model) -> torch.Tensor:
                     stage1 = torch.sigmoid(window(model.stage1)(inputs).float())
                     return window(model.stage2)(torch.cat([inputs, stage1.to(inputs.dtype)], dim=1))
-                total += self._views(x, cascade)
+                total += self._views(x, lambda inputs, _flipped, run=cascade: run(inputs))
         return (total[0, 0] / (len(self.models) * (2 if self.mirror else 1))).cpu().numpy()

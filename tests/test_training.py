@@ -176,7 +176,7 @@ def test_export_round_trips_into_process(dataset: Path, tmp_path: Path) -> None:
 
 def test_export_picks_the_smallest_margin_that_matches_whole_slices(dataset: Path, tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    """Margins 0 and 16 flip some voxels against the whole slice, 32 flips none: 32 is chosen, and the
+    """Margins below 32 flip some voxels against the whole slice, 32 flips none: 32 is chosen, and the
     post-processing is tuned on margin 32's predictions."""
     run = tmp_path / "run"
     assert fit(dataset, run, "--folds", "2", "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "2") == 0
@@ -194,8 +194,8 @@ def test_export_picks_the_smallest_margin_that_matches_whole_slices(dataset: Pat
     manifest = export_module.export_run(run, tmp_path / "weights")
     assert manifest.inference["crop_margin"] == 32
     agreement = manifest.description["crop_margin_agreement"]
-    assert agreement["0"] == agreement["16"] < 0.999 and agreement["32"] == agreement["64"] == 1.0
-    assert sorted(set(seen)) == [0, 16, 32, 64, WHOLE_SLICE] and len(seen) == 5 * 4  # 4 held-out cases
+    assert agreement["0"] == agreement["8"] == agreement["16"] < 0.999 and agreement["32"] == agreement["64"] == 1.0
+    assert sorted(set(seen)) == [*CROP_MARGIN_CANDIDATES, WHOLE_SLICE] and len(seen) == 6 * 4  # 4 held-out cases
     assert manifest.description["min_component_ml_oof_dice"]["0.0"] == 1.0  # scored at margin 32: the label
 
 

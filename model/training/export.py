@@ -27,7 +27,7 @@ from model.weights import Manifest, write_weights
 from model.windowing import CHANNELS
 
 MIN_COMPONENT_CANDIDATES = (0.0, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)  # mL
-CROP_MARGIN_CANDIDATES = (0, 16, 32, 64)  # pixels
+CROP_MARGIN_CANDIDATES = (0, 8, 16, 32, 64)  # pixels
 WHOLE_SLICE = 1 << 16  # a crop margin wider than any slice: the crop is the whole slice
 MARGIN_AGREEMENT = 0.999  # pooled Dice against whole-slice masks that a margin must reach
 TUNING_TABLES = ("crop_margin_agreement", "min_component_ml_oof_dice")  # what the manifest's description keeps

@@ -1,0 +1,132 @@
+"""Edge padding at a cropped slice's inner borders, inside a 2D network.
+
+Beyond a crop's border the whole slice goes on in air, where every layer's features are nearly
+those of the air at the border. Zero padding at each convolution says instead that the image ends
+there, and through the receptive field that reaches far into the crop: the shipped model needed
+64 pixels of air around the head to reproduce whole-slice masks. Repeating each feature map's
+edge pixels needs 16 (docs/speed.md, measured out of fold). Sides where the crop is the slice's own
+edge keep zero padding, as the uncropped network has there.
+
+Hand-written because PyTorch's ``padding_mode`` applies one mode to all four sides, and its
+transposed convolutions support zero padding only.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+
+class Sides(NamedTuple):
+    """Which sides of a crop lie inside the slice (edge padding) rather than on its edge (zeros)."""
+
+    top: bool
+    bottom: bool
+    left: bool
+    right: bool
+
+    def mirrored(self) -> Sides:
+        """The sides of the left–right flipped crop."""
+        return Sides(self.top, self.bottom, self.right, self.left)
+
+
+def crop_sides(rows: slice, cols: slice, height: int, width: int) -> Sides:
+    """The inner sides of the box ``rows`` × ``cols`` of a ``height`` × ``width`` slice."""
+    return Sides(rows.start > 0, rows.stop < height, cols.start > 0, cols.stop < width)
+
+
+def _extra(conv: nn.ConvTranspose2d) -> tuple[int, int]:
+    """Input pixels beyond a side that reach a transposed convolution's output (rows, columns).
+
+    Output ``o`` takes input ``i`` through kernel tap ``t`` where ``o = i·stride − padding + t``: past
+    the end that is ``(kernel − 1 − padding + output_padding) // stride`` pixels, before the start no
+    more (padding both sides alike keeps the trim simple; an unused pixel changes nothing).
+    """
+    return tuple(max((k - 1 - p + q) // s, 0)
+                 for k, p, s, q in zip(conv.kernel_size, conv.padding, conv.stride, conv.output_padding,
+                                       strict=True))
+
+
+class CropBorderPadding:
+    """Switchable edge padding for every padded 2D convolution of one model (hooks, off by default)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.sides: Sides | None = None
+        self.padding: dict[nn.Conv2d, tuple[int, int]] = {}  # each convolution's own zero padding
+        for m in model.modules():
+            if isinstance(m, nn.ConvTranspose2d) and any(_extra(m)):
+                m.register_forward_pre_hook(self._pad_transposed)
+                m.register_forward_hook(self._trim_transposed)
+            elif (type(m) is nn.Conv2d and m.padding_mode == "zeros" and isinstance(m.padding, tuple)
+                  and any(m.padding)):
+                self.padding[m] = m.padding
+                m.register_forward_pre_hook(self._pad_conv)
+
+    @contextmanager
+    def inner(self, sides: Sides | None) -> Iterator[None]:
+        """Edge-pad the ``sides`` that are inside the slice while the block runs (``None``: as trained)."""
+        if sides is None or not any(sides):
+            yield
+            return
+        self.sides = sides
+        for conv in self.padding:
+            conv.padding = (0, 0)  # the pre-hook pads instead
+        try:
+            yield
+        finally:
+            self.sides = None
+            for conv, padding in self.padding.items():
+                conv.padding = padding
+
+    def _pad(self, x: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+        """``x`` with ``rows`` and ``cols`` more on each side: its edge repeated on inner sides, else zeros.
+
+        One copy into a tensor of ``x``'s layout (``F.pad``'s replicate mode, then zeroing the outer
+        sides, made two and was 45 % slower on a channels-last batch).
+        """
+        height, width = x.shape[-2:]
+        layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+        padded = torch.empty((*x.shape[:-2], height + 2 * rows, width + 2 * cols), dtype=x.dtype, device=x.device,
+                             memory_format=layout)
+        padded[..., rows: rows + height, cols: cols + width] = x
+        top, bottom, left, right = self.sides
+        band = padded[..., rows: rows + height, :]  # the image's rows: their ends first, then whole rows
+        band[..., :cols] = x[..., :1] if left else 0
+        band[..., cols + width:] = x[..., -1:] if right else 0
+        padded[..., :rows, :] = padded[..., rows: rows + 1, :] if top else 0
+        padded[..., rows + height:, :] = padded[..., rows + height - 1: rows + height, :] if bottom else 0
+        return padded
+
+    def _pad_conv(self, conv: nn.Conv2d, args: tuple[torch.Tensor]) -> tuple[torch.Tensor] | None:
+        if self.sides is None:
+            return None
+        return (self._pad(args[0], *self.padding[conv]),)
+
+    def _pad_transposed(self, conv: nn.ConvTranspose2d, args: tuple[torch.Tensor]) -> tuple[torch.Tensor] | None:
+        if self.sides is None:
+            return None
+        rows, cols = _extra(conv)
+        return (self._pad(args[0], rows, cols),)
+
+    def _trim_transposed(self, conv: nn.ConvTranspose2d, args: tuple[torch.Tensor],
+                         out: torch.Tensor) -> torch.Tensor | None:
+        """Output of the padded input, less what the extra input pixels added (``stride`` per pixel)."""
+        if self.sides is None:
+            return None
+        (rows, cols), (sr, sc) = _extra(conv), conv.stride
+        return out[..., rows * sr: out.shape[-2] - rows * sr, cols * sc: out.shape[-1] - cols * sc]
+
+
+_INSTANCES: weakref.WeakKeyDictionary[nn.Module, CropBorderPadding] = weakref.WeakKeyDictionary()
+
+
+def border_padding(model: nn.Module) -> CropBorderPadding:
+    """The model's own :class:`CropBorderPadding`: hooks registered once however many predictors use it."""
+    if model not in _INSTANCES:
+        _INSTANCES[model] = CropBorderPadding(model)
+    return _INSTANCES[model]
