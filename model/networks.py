@@ -104,8 +104,8 @@ def for_inference(model: nn.Module) -> nn.Module:
     before it (``conv1`` → ``norm2``: an affine map of a linear one, exact up to rounding).
 
     One memory pass fewer per block; the first norm follows the residual sum and cannot be folded.
-    On this CPU the shipped 2D network ran 8–13 % faster; the seed-size one, compute-bound, gained
-    nothing measurable (docs/speed.md). A copy, so a model being trained is never changed.
+    On this CPU the shipped 2D network ran 8 % faster, the seed-size one, compute-bound, 2–4 %
+    (docs/speed.md). A copy, so a model being trained or compared against is never changed.
     """
     model = copy.deepcopy(model).eval()
     for block in model.modules():

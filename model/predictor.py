@@ -30,8 +30,8 @@ Where the time goes and what is done about it (measurements: docs/speed.md, ``be
   faster for the shipped network and 14 % for the seed's (batch norm; with instance norm it was
   not, because of layout copies around every norm). Each residual block's second batch norm is
   folded into the convolution before it (:func:`model.networks.for_inference`). On CUDA the
-  networks run under fp16 autocast;
-  on the CPU not: bf16 autocast was 8–80× slower on a CPU without native bf16 (docs/speed.md).
+  networks run under fp16 autocast; on the CPU not: bf16 autocast was 8–80× slower on a CPU
+  without native bf16 (docs/speed.md).
 
 Optional mirror test-time augmentation averages in the left–right flipped prediction.
 """
@@ -46,7 +46,7 @@ from monai.inferers import sliding_window_inference
 from scipy import ndimage
 from torch import nn
 
-from model.crop_border import CropBorderPadding, Sides, border_padding, crop_sides
+from model.crop_border import CropBorderPadding, Sides, crop_sides
 from model.networks import for_inference
 from model.weights import Manifest
 from model.windowing import window_slices, window_volume
@@ -124,7 +124,7 @@ class EnsemblePredictor:
         if manifest.family == "segresnet2d":
             for model in self.models:
                 model.to(memory_format=torch.channels_last)
-        self.borders = [border_padding(model) for model in self.models] if manifest.family == "segresnet2d" else []
+        self.borders = [CropBorderPadding(model) for model in self.models] if manifest.family == "segresnet2d" else []
 
     def _autocast(self) -> torch.autocast:
         return torch.autocast(device_type=self.device.type, dtype=torch.float16,

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from conftest import tiny_weights
 from torch import nn
 
-from model.crop_border import Sides, border_padding, crop_sides
+from model.crop_border import CropBorderPadding, Sides, crop_sides
 from model.predictor import EnsemblePredictor
 from model.weights import load_manifest, load_models
 
@@ -39,7 +39,7 @@ def test_a_padded_layer_on_the_crop_equals_it_on_the_edge_extended_image(sides: 
     scale = layer.stride[0] if isinstance(layer, nn.ConvTranspose2d) else 1 / layer.stride[0]
     expected = layer(whole)[..., int(top * scale): int(top * scale) + int(crop.shape[-2] * scale),
                             int(left * scale): int(left * scale) + int(crop.shape[-1] * scale)]
-    with border_padding(layer).inner(sides):
+    with CropBorderPadding(layer).inner(sides):
         got = layer(crop)
     torch.testing.assert_close(got, expected)
     if all(sides):
@@ -50,13 +50,13 @@ def test_a_padded_layer_on_the_crop_equals_it_on_the_edge_extended_image(sides: 
 def test_the_layers_are_as_trained_outside_the_block_even_after_an_error() -> None:
     layer, x = layers()[0], torch.randn(1, 3, 6, 6)
     plain = layer(x)
-    with pytest.raises(RuntimeError), border_padding(layer).inner(Sides(True, True, True, True)):
+    with pytest.raises(RuntimeError), CropBorderPadding(layer).inner(Sides(True, True, True, True)):
         layer(torch.randn(1, 5, 6, 6))  # wrong channel count
     assert layer.padding == (1, 1)
     torch.testing.assert_close(layer(x), plain)
 
 
-def test_hooks_are_registered_once_per_model_and_never_on_the_callers(tmp_path: Path) -> None:
+def test_hooks_go_on_the_predictors_own_copies_once(tmp_path: Path) -> None:
     """The predictor pads its own copies: a model being trained or benchmarked stays as it was."""
     tiny_weights(tmp_path, "segresnet2d", folds=1)
     manifest = load_manifest(tmp_path)
@@ -64,7 +64,7 @@ def test_hooks_are_registered_once_per_model_and_never_on_the_callers(tmp_path: 
     predictor = EnsemblePredictor([model], manifest, CPU)
     padded = [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.ConvTranspose2d) and any(m.padding)]
     assert padded and not any(m._forward_pre_hooks for m in padded)
-    assert predictor.models[0] is not model and predictor.borders[0] is border_padding(predictor.models[0])
+    assert predictor.models[0] is not model
     assert {len(m._forward_pre_hooks) for m in predictor.models[0].modules()
             if isinstance(m, nn.Conv2d | nn.ConvTranspose2d) and any(m.padding)} == {1}
 
