@@ -57,8 +57,10 @@ class CropBorderPadding:
     def __init__(self, model: nn.Module) -> None:
         self.sides: Sides | None = None
         self.padding: dict[nn.Conv2d, tuple[int, int]] = {}  # each convolution's own zero padding
+        self.extra: dict[nn.ConvTranspose2d, tuple[int, int]] = {}  # each transposed one's reach (_extra)
         for m in model.modules():
             if isinstance(m, nn.ConvTranspose2d) and any(_extra(m)):
+                self.extra[m] = _extra(m)
                 m.register_forward_pre_hook(self._pad_transposed)
                 m.register_forward_hook(self._trim_transposed)
             elif (type(m) is nn.Conv2d and m.padding_mode == "zeros" and isinstance(m.padding, tuple)
@@ -109,14 +111,13 @@ class CropBorderPadding:
     def _pad_transposed(self, conv: nn.ConvTranspose2d, args: tuple[torch.Tensor]) -> tuple[torch.Tensor] | None:
         if self.sides is None:
             return None
-        rows, cols = _extra(conv)
-        return (self._pad(args[0], rows, cols),)
+        return (self._pad(args[0], *self.extra[conv]),)
 
     def _trim_transposed(self, conv: nn.ConvTranspose2d, args: tuple[torch.Tensor],
                          out: torch.Tensor) -> torch.Tensor | None:
         """Output of the padded input, less what the extra input pixels added (``stride`` per pixel)."""
         if self.sides is None:
             return None
-        (rows, cols), (sr, sc) = _extra(conv), conv.stride
+        (rows, cols), (sr, sc) = self.extra[conv], conv.stride
         return out[..., rows * sr: out.shape[-2] - rows * sr, cols * sc: out.shape[-1] - cols * sc]
 
