@@ -11,9 +11,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import tiny_weights
+from monai.networks.nets.segresnet_ds import SegResBlock
 from torch import nn
 
-from model.crop_border import CropBorderPadding, Sides, crop_sides
+from model.crop_border import CropBorderPadding, Sides, _EdgePaddedReLU, crop_sides
 from model.predictor import EnsemblePredictor
 from model.weights import load_manifest, load_models
 
@@ -21,26 +22,39 @@ CPU = torch.device("cpu")
 EXTEND = 4  # input pixels the whole image has beyond each inner side
 
 
+LAYERS = {  # name: (in, out, kernel, stride, padding, dilation, groups); the seed's are 3 × 3, stride 1 or 2
+    "conv": (3, 4, 3, 1, 1, 1, 1),
+    "strided": (3, 4, 3, 2, 1, 1, 1),
+    "wide": (3, 4, 5, 1, 2, 1, 1),
+    "dilated": (3, 4, 3, 1, 2, 2, 1),
+    "grouped": (4, 4, 3, 1, 1, 1, 2),
+    "strided-wide": (3, 4, 5, 2, 2, 1, 1),
+}
+
+
 def layers() -> list[nn.Module]:
     torch.manual_seed(0)
-    return [nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(3, 4, 3, stride=2, padding=1),
-            nn.ConvTranspose2d(3, 4, 3, stride=2, padding=1, output_padding=1)]
+    return [nn.Conv2d(*args[:3], stride=args[3], padding=args[4], dilation=args[5], groups=args[6])
+            for args in LAYERS.values()] + [nn.ConvTranspose2d(3, 4, 3, stride=2, padding=1, output_padding=1)]
 
 
+@pytest.mark.parametrize("shape", [(8, 12), (7, 5), (2, 3)], ids=["even", "odd", "tiny"])
 @pytest.mark.parametrize("sides", [Sides(*flags) for flags in itertools.product((False, True), repeat=4)])
-@pytest.mark.parametrize("index", range(3), ids=["conv", "strided", "transposed"])
+@pytest.mark.parametrize("index", range(len(LAYERS) + 1), ids=[*LAYERS, "transposed"])
 @torch.inference_mode()
-def test_a_padded_layer_on_the_crop_equals_it_on_the_edge_extended_image(sides: Sides, index: int) -> None:
-    """Outer sides (on the image's edge) keep zero padding; inner ones see the image's continuation."""
+def test_a_padded_layer_on_the_crop_equals_it_on_the_edge_extended_image(sides: Sides, index: int,
+                                                                          shape: tuple[int, int]) -> None:
+    """Outer sides (on the image's edge) keep zero padding; inner ones see the image's continuation,
+    also where the bands next to two sides overlap (the tiny crop)."""
     layer = layers()[index]
-    crop = torch.randn(2, 3, 8, 12)
-    top, bottom, left, right = (EXTEND * side for side in sides)
-    whole = F.pad(crop, (left, right, top, bottom), mode="replicate")
+    crop = torch.randn(2, layer.in_channels, *shape)
+    top, left = EXTEND * sides.top, EXTEND * sides.left
+    whole = F.pad(crop, (left, EXTEND * sides.right, top, EXTEND * sides.bottom), mode="replicate")
     scale = layer.stride[0] if isinstance(layer, nn.ConvTranspose2d) else 1 / layer.stride[0]
-    expected = layer(whole)[..., int(top * scale): int(top * scale) + int(crop.shape[-2] * scale),
-                            int(left * scale): int(left * scale) + int(crop.shape[-1] * scale)]
     with CropBorderPadding(layer).inner(sides):
         got = layer(crop)
+    expected = layer(whole)[..., int(top * scale): int(top * scale) + got.shape[-2],
+                            int(left * scale): int(left * scale) + got.shape[-1]]
     torch.testing.assert_close(got, expected)
     if all(sides):
         assert not torch.allclose(layer(crop), expected)  # zero padding differs: the test can fail
@@ -52,7 +66,6 @@ def test_the_layers_are_as_trained_outside_the_block_even_after_an_error() -> No
     plain = layer(x)
     with pytest.raises(RuntimeError), CropBorderPadding(layer).inner(Sides(True, True, True, True)):
         layer(torch.randn(1, 5, 6, 6))  # wrong channel count
-    assert layer.padding == (1, 1)
     torch.testing.assert_close(layer(x), plain)
 
 
@@ -63,10 +76,45 @@ def test_hooks_go_on_the_predictors_own_copies_once(tmp_path: Path) -> None:
     model = load_models(tmp_path, manifest, CPU)[0]
     predictor = EnsemblePredictor([model], manifest, CPU)
     padded = [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.ConvTranspose2d) and any(m.padding)]
-    assert padded and not any(m._forward_pre_hooks for m in padded)
+    assert padded and not any(m._forward_pre_hooks or m._forward_hooks for m in padded)
     assert predictor.models[0] is not model
-    assert {len(m._forward_pre_hooks) for m in predictor.models[0].modules()
-            if isinstance(m, nn.Conv2d | nn.ConvTranspose2d) and any(m.padding)} == {1}
+    copy = predictor.models[0]
+    relus = [m for m in copy.modules() if isinstance(m, _EdgePaddedReLU)]
+    assert relus and not any(isinstance(m, _EdgePaddedReLU) for m in model.modules())
+    blocks = [m for m in copy.modules() if isinstance(m, SegResBlock)]
+    after_relu = {id(block.conv1) for block in blocks} | {id(block.conv2) for block in blocks}
+    hooks = {(type(m), id(m) in after_relu, len(m._forward_pre_hooks), len(m._forward_hooks))
+             for m in copy.modules() if isinstance(m, nn.Conv2d | nn.ConvTranspose2d) and any(m.padding)}
+    # pre-padded by the ReLU before it, or padded by a hook; transposed: padded and trimmed
+    assert hooks == {(nn.Conv2d, True, 0, 0), (nn.Conv2d, False, 1, 0), (nn.ConvTranspose2d, False, 1, 1)}
+    assert len(relus) == len(after_relu)
+
+
+def edge_padded(x: torch.Tensor, sides: Sides, amount: int) -> torch.Tensor:
+    """``x`` with ``amount`` more pixels per side, repeated at inner ``sides`` and zero at the others."""
+    top, bottom, left, right = (amount * side for side in sides)
+    x = F.pad(x, (left, right, top, bottom), mode="replicate")
+    return F.pad(x, (amount - left, amount - right, amount - top, amount - bottom))
+
+
+@pytest.mark.parametrize("sides", [Sides(True, True, True, True), Sides(False, True, True, False)])
+@torch.inference_mode()
+def test_a_residual_block_pads_the_relu_output_it_feeds_its_convolutions(sides: Sides) -> None:
+    """Where the ReLU writes into the padded tensor: the block still edge-pads every convolution."""
+    torch.manual_seed(0)
+    block = SegResBlock(spatial_dims=2, in_channels=4, kernel_size=3, norm="batch", act="relu").eval()
+    block.norm1.running_mean.uniform_(-1, 1)
+    block.norm2.running_var.uniform_(0.5, 2)
+    x = torch.randn(2, 4, 9, 6).contiguous(memory_format=torch.channels_last)
+    h = F.conv2d(edge_padded(torch.relu(block.norm1(x)), sides, 1), block.conv1.weight)
+    expected = x + F.conv2d(edge_padded(torch.relu(block.norm2(h)), sides, 1), block.conv2.weight)
+    border = CropBorderPadding(block)
+    assert isinstance(block.act1, _EdgePaddedReLU) and isinstance(block.act2, _EdgePaddedReLU)
+    with border.inner(sides):
+        got = block(x.clone())
+    torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(block(x.clone()), x + block.conv2(torch.relu(block.norm2(block.conv1(
+        torch.relu(block.norm1(x)))))))  # as trained outside the block
 
 
 def test_crop_sides_and_their_mirror() -> None:
