@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 from torch import nn
 
-from model.postprocess import PostprocessConfig, postprocess
+from model.postprocess import CONNECTIVITY, PostprocessConfig, postprocess, remove_small_components
 from model.predictor import EnsemblePredictor
 from model.weights import Manifest, WeightsError, load_manifest, load_models, sha256_of
 from tests.conftest import head_volume, tiny_weights
@@ -88,6 +89,24 @@ def test_threshold_small_components_and_never_empty():
     kept = postprocess(faint, spacing, 0.5, PostprocessConfig(never_empty=True))
     assert kept.sum() == 200 and kept[1, 5, 5] == 1
     assert postprocess(np.zeros_like(prob), spacing, 0.5, PostprocessConfig(never_empty=True)).sum() == 0
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_small_components_go_as_labelling_the_whole_volume_would_remove_them(seed):
+    """Labelling only the mask's bounding box keeps exactly the components the whole volume keeps,
+    also those touching the box's and the volume's faces."""
+    rng = np.random.default_rng(seed)
+    mask = rng.random((12, 40, 40)) > 0.97  # scattered clusters of 1 to a few voxels
+    mask[3:7, 20:24, 30:34] = True  # one larger blob
+    mask[:, :2, 10] = True  # touches the volume's first row
+    labels, _ = ndimage.label(mask, structure=CONNECTIVITY)
+    sizes = np.bincount(labels.ravel())
+    for min_voxels in (2, 5, 20):
+        expected = (sizes >= min_voxels)[labels] & mask
+        got = remove_small_components(mask, min_voxels)
+        assert got.shape == mask.shape and np.array_equal(got, expected)
+        assert 0 < got.sum() < mask.sum()  # some removed, some kept: the comparison can fail
+    assert not remove_small_components(np.zeros((3, 4, 4), bool), 5).any()
 
 
 def test_manifest_validation(tmp_path):
