@@ -63,7 +63,8 @@ class CropBorderPadding:
 
     A convolution's input is copied into a larger tensor with its edges repeated; in a residual
     block the ReLU before each convolution writes its output straight into that tensor instead
-    (:class:`_EdgePaddedReLU`), which saves the copy: most of the network's convolutions follow one.
+    (:class:`_EdgePaddedReLU`, which replaces the block's ``nn.ReLU`` in ``model``), which saves the
+    copy: most of the network's convolutions follow one.
     """
 
     def __init__(self, model: nn.Module) -> None:
