@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from model.boxes import bounding_box
+
 CONNECTIVITY = ndimage.generate_binary_structure(3, 3)
 
 
@@ -40,10 +42,9 @@ def remove_small_components(mask: np.ndarray, min_voxels: float) -> np.ndarray:
     """
     if min_voxels <= 1:
         return mask
-    boxes = ndimage.find_objects(mask.view(np.uint8))
-    if not boxes:
+    box = bounding_box(mask)
+    if box is None:
         return mask
-    box = boxes[0]
     labels, _ = ndimage.label(mask[box], structure=CONNECTIVITY)
     keep = np.bincount(labels.ravel()) >= min_voxels
     keep[0] = False

@@ -46,6 +46,7 @@ from monai.inferers import sliding_window_inference
 from scipy import ndimage
 from torch import nn
 
+from model.boxes import bounding_box
 from model.crop_border import CropBorderPadding, Sides, crop_sides
 from model.networks import for_inference
 from model.weights import Manifest
@@ -74,15 +75,9 @@ def head_mask(hu: np.ndarray) -> np.ndarray:
     return dense & keep.repeat(BLOCK, 1).repeat(BLOCK, 2)[:, :height, :width]
 
 
-def _box(mask: np.ndarray) -> tuple[slice, ...] | None:
-    """Bounding box of a boolean array; ``None`` when it is all false."""
-    boxes = ndimage.find_objects(mask.view(np.uint8))
-    return boxes[0] if boxes else None
-
-
 def head_box(hu: np.ndarray) -> tuple[slice, slice, slice] | None:
     """Bounding box of the head (:func:`head_mask`); ``None`` when there is no dense voxel."""
-    return _box(head_mask(hu))
+    return bounding_box(head_mask(hu))
 
 
 def slice_boxes(mask: np.ndarray, context: int, factor: tuple[int, int],
@@ -95,7 +90,7 @@ def slice_boxes(mask: np.ndarray, context: int, factor: tuple[int, int],
     """
     boxes = []
     for z in range(mask.shape[0]):
-        box = _box(mask[max(z - context, 0): z + context + 1].any(axis=0))
+        box = bounding_box(mask[max(z - context, 0): z + context + 1].any(axis=0))
         if box is not None:
             boxes.append((z, *(slice(max(s.start - margin, 0) // f * f, min(-(-(s.stop + margin) // f) * f, n))
                                for s, f, n in zip(box, factor, mask.shape[1:], strict=True))))
@@ -152,7 +147,7 @@ class EnsemblePredictor:
         """(Z, Y, X) Hounsfield units → (Z, Y, X) float32 probability of haemorrhage."""
         prob = np.zeros(hu.shape, dtype=np.float32)
         mask = head_mask(hu)
-        box = _box(mask)
+        box = bounding_box(mask)
         if box is None:
             return prob
         if self.manifest.family == "segresnet2d":
