@@ -116,6 +116,8 @@ class EnsemblePredictor:
         self.mirror = bool(manifest.inference.get("mirror", False) if mirror is None else mirror)
         self.batch_size = int(batch_size or manifest.inference.get("batch_size", 8))
         self.crop_margin = int(manifest.inference.get("crop_margin", CROP_MARGIN))
+        self.views = len(self.models) * (2 if self.mirror else 1)  # probabilities summed per voxel
+        self.factor = tuple(self.models[0].shape_factor())  # sizes the networks accept are multiples of it
         if manifest.family == "segresnet2d":
             for model in self.models:
                 model.to(memory_format=torch.channels_last)
@@ -154,8 +156,8 @@ class EnsemblePredictor:
             context = SLICE_CONTEXT[self.manifest.input_mode]
             lo, hi = max(box[0].start - context, 0), min(box[0].stop + context, hu.shape[0])
             first, stop = box[0].start - lo, box[0].stop - lo  # the context slices are not predicted
-            factor = tuple(self.models[0].shape_factor())
-            boxes = [b for b in slice_boxes(mask[lo:hi], context, factor, self.crop_margin) if first <= b[0] < stop]
+            boxes = [b for b in slice_boxes(mask[lo:hi], context, self.factor, self.crop_margin)
+                     if first <= b[0] < stop]
             rows = slice(min(b[1].start for b in boxes), max(b[1].stop for b in boxes))  # their union, on the grid
             cols = slice(min(b[2].start for b in boxes), max(b[2].stop for b in boxes))
             crop = np.ascontiguousarray(hu[lo:hi, rows, cols], dtype=np.float32)
@@ -171,11 +173,9 @@ class EnsemblePredictor:
         slice); zero elsewhere."""
         volume = self._to_device(hu)
         out = torch.zeros(volume.shape, dtype=torch.float32, device=self.device)
-        views = len(self.models) * (2 if self.mirror else 1)
-        factor = tuple(self.models[0].shape_factor())
         groups: dict[tuple[int, int, Sides], list[tuple[int, slice, slice]]] = {}
         for z, rows, cols, sides in boxes:  # padded crop size and inner sides → slices of that kind
-            size = tuple(-(-(s.stop - s.start) // f) * f for s, f in zip((rows, cols), factor, strict=True))
+            size = tuple(-(-(s.stop - s.start) // f) * f for s, f in zip((rows, cols), self.factor, strict=True))
             groups.setdefault((*size, sides), []).append((z, rows, cols))
         for (height, width, sides), members in groups.items():
             for start in range(0, len(members), self.batch_size):
@@ -186,8 +186,9 @@ class EnsemblePredictor:
                 with self._autocast():
                     for model, border in zip(self.models, self.borders, strict=True):
                         total += self._views(x, _on_crop(model, border, sides))
+                total /= self.views
                 for index, (z, rows, cols) in enumerate(batch):
-                    out[z, rows, cols] = total[index, 0, : rows.stop - rows.start, : cols.stop - cols.start] / views
+                    out[z, rows, cols] = total[index, 0, : rows.stop - rows.start, : cols.stop - cols.start]
         return out.cpu().numpy()
 
     def _window(self, volume: torch.Tensor, z: int, rows: slice, cols: slice, height: int,
@@ -214,4 +215,4 @@ class EnsemblePredictor:
                     stage1 = torch.sigmoid(window(model.stage1)(inputs).float())
                     return window(model.stage2)(torch.cat([inputs, stage1.to(inputs.dtype)], dim=1))
                 total += self._views(x, lambda inputs, _flipped, run=cascade: run(inputs))
-        return (total[0, 0] / (len(self.models) * (2 if self.mirror else 1))).cpu().numpy()
+        return (total[0, 0] / self.views).cpu().numpy()
