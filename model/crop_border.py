@@ -53,8 +53,8 @@ def _extra(conv: nn.ConvTranspose2d) -> tuple[int, int]:
 
 
 def _zero_padded(m: nn.Module) -> bool:
-    """A plain 2D convolution with zero padding on some side."""
-    return (type(m) is nn.Conv2d and m.padding_mode == "zeros" and isinstance(m.padding, tuple)
+    """A 2D convolution (Winograd's included) with zero padding on some side."""
+    return (isinstance(m, nn.Conv2d) and m.padding_mode == "zeros" and isinstance(m.padding, tuple)
             and any(m.padding))
 
 

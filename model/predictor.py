@@ -31,7 +31,9 @@ Where the time goes and what is done about it (measurements: docs/speed.md, ``be
   not, because of layout copies around every norm). Each residual block's second batch norm is
   folded into the convolution before it (:func:`model.networks.for_inference`). On CUDA the
   networks run under fp16 autocast; on the CPU not: bf16 autocast was 8–80× slower on a CPU
-  without native bf16 (docs/speed.md).
+  without native bf16 (docs/speed.md). On the CPU, 3×3 convolutions of at least 128 channels
+  compute by Winograd's algorithm (:mod:`model.winograd`): the seed-size network ran 1.3–1.4×
+  faster; the shipped one has no layer that wide.
 
 Optional mirror test-time augmentation averages in the left–right flipped prediction.
 """
@@ -51,6 +53,7 @@ from model.crop_border import CropBorderPadding, Sides, crop_sides
 from model.networks import for_inference
 from model.weights import Manifest
 from model.windowing import window_slices, window_volume
+from model.winograd import use_winograd
 
 CROP_MARGIN = 32  # pixels kept around each slice's head unless the manifest says (docs/speed.md: measured)
 HEAD_HU = -500.0  # anything denser than this is patient (or table), not air or padding
@@ -121,6 +124,8 @@ class EnsemblePredictor:
         if manifest.family == "segresnet2d":
             for model in self.models:
                 model.to(memory_format=torch.channels_last)
+                if device.type == "cpu":
+                    use_winograd(model)
         self.borders = [CropBorderPadding(model) for model in self.models] if manifest.family == "segresnet2d" else []
 
     def _autocast(self) -> torch.autocast:

@@ -17,6 +17,7 @@ from torch import nn
 from model.crop_border import CropBorderPadding, Sides, _EdgePaddedReLU, crop_sides
 from model.predictor import EnsemblePredictor
 from model.weights import load_manifest, load_models
+from model.winograd import WinogradConv2d
 
 CPU = torch.device("cpu")
 EXTEND = 4  # input pixels the whole image has beyond each inner side
@@ -35,12 +36,13 @@ LAYERS = {  # name: (in, out, kernel, stride, padding, dilation, groups); the se
 def layers() -> list[nn.Module]:
     torch.manual_seed(0)
     return [nn.Conv2d(*args[:3], stride=args[3], padding=args[4], dilation=args[5], groups=args[6])
-            for args in LAYERS.values()] + [nn.ConvTranspose2d(3, 4, 3, stride=2, padding=1, output_padding=1)]
+            for args in LAYERS.values()] + [nn.ConvTranspose2d(3, 4, 3, stride=2, padding=1, output_padding=1),
+                                            WinogradConv2d(nn.Conv2d(3, 4, 3, padding=1))]
 
 
 @pytest.mark.parametrize("shape", [(8, 12), (7, 5), (2, 3)], ids=["even", "odd", "tiny"])
 @pytest.mark.parametrize("sides", [Sides(*flags) for flags in itertools.product((False, True), repeat=4)])
-@pytest.mark.parametrize("index", range(len(LAYERS) + 1), ids=[*LAYERS, "transposed"])
+@pytest.mark.parametrize("index", range(len(LAYERS) + 2), ids=[*LAYERS, "transposed", "winograd"])
 @torch.inference_mode()
 def test_a_padded_layer_on_the_crop_equals_it_on_the_edge_extended_image(sides: Sides, index: int,
                                                                           shape: tuple[int, int]) -> None:
@@ -97,10 +99,12 @@ def edge_padded(x: torch.Tensor, sides: Sides, amount: int) -> torch.Tensor:
     return F.pad(x, (amount - left, amount - right, amount - top, amount - bottom))
 
 
+@pytest.mark.parametrize("winograd", [False, True], ids=["direct", "winograd"])
 @pytest.mark.parametrize("sides", [Sides(True, True, True, True), Sides(False, True, True, False)])
 @torch.inference_mode()
-def test_a_residual_block_pads_the_relu_output_it_feeds_its_convolutions(sides: Sides) -> None:
-    """Where the ReLU writes into the padded tensor: the block still edge-pads every convolution."""
+def test_a_residual_block_pads_the_relu_output_it_feeds_its_convolutions(sides: Sides, winograd: bool) -> None:
+    """Where the ReLU writes into the padded tensor: the block still edge-pads every convolution,
+    Winograd's (as the CPU predictor runs the wide ones) included."""
     torch.manual_seed(0)
     block = SegResBlock(spatial_dims=2, in_channels=4, kernel_size=3, norm="batch", act="relu").eval()
     block.norm1.running_mean.uniform_(-1, 1)
@@ -108,6 +112,8 @@ def test_a_residual_block_pads_the_relu_output_it_feeds_its_convolutions(sides: 
     x = torch.randn(2, 4, 9, 6).contiguous(memory_format=torch.channels_last)
     h = F.conv2d(edge_padded(torch.relu(block.norm1(x)), sides, 1), block.conv1.weight)
     expected = x + F.conv2d(edge_padded(torch.relu(block.norm2(h)), sides, 1), block.conv2.weight)
+    if winograd:
+        block.conv1, block.conv2 = WinogradConv2d(block.conv1), WinogradConv2d(block.conv2)
     border = CropBorderPadding(block)
     assert isinstance(block.act1, _EdgePaddedReLU) and isinstance(block.act2, _EdgePaddedReLU)
     with border.inner(sides):
