@@ -3,7 +3,8 @@ peak, and peak memory.
 
 FLOPs are counted by PyTorch's own ``FlopCounterMode`` (convolutions and matmuls, the work that
 dominates) on a copy of each network on the ``meta`` device, once per distinct input shape that the
-real run fed it, so counting costs no arithmetic and the count is of exactly what ran.
+real run fed it, so counting costs no arithmetic and the count is of exactly what ran: a Winograd
+layer (``model/winograd.py``) counts its transforms and matrix products, not a direct convolution's.
 """
 
 from __future__ import annotations

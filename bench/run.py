@@ -218,12 +218,13 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def same_input_reference(predictor: EnsemblePredictor, hu: np.ndarray) -> np.ndarray:
-    """The baseline's plain computation on exactly the crops our predictor feeds its networks.
+    """The baseline's plain computation on exactly the crops ``predictor`` feeds its networks (its
+    own copies of them: made with ``winograd=False``, direct convolutions).
 
     Against the uncropped baseline the predictor differs by what the crop changes (2D: only near the
     crop's border, batch norm; 3D: everything, since instance norm's statistics and the sliding
     window's grid depend on the air around the head); this reference isolates the pipeline:
-    batching, fp16, layout. 2D: each slice's box (``slice_boxes``), padded with air after the last
+    batching, fp16, layout, Winograd's rounding. 2D: each slice's box (``slice_boxes``), padded with air after the last
     row and column to the network's shape factor, its inner sides edge-padded as the predictor does;
     3D: the head's box.
     """
@@ -341,7 +342,8 @@ def run_row(row: Row, workdir: Path, quick: bool = False, repeat: int = 1) -> di
         result["dice_vs_baseline_head"] = dice(ours["mask"][head], theirs["mask"][head])
         result["max_abs_dprob"] = float(np.abs(ours["prob"] - theirs["prob"])[head].max())
     if row.baseline and not (quick and row.family == "cascade3d"):  # plain SWI equality is a unit test
-        same = same_input_reference(predictor, hu.astype(np.float32))
+        direct = EnsemblePredictor(models, manifest, device, mirror=False, winograd=False)
+        same = same_input_reference(direct, hu.astype(np.float32))
         same_mask = postprocess(same, to_image(hu).GetSpacing()[::-1], manifest.threshold, manifest.postprocess)
         result["dice_same_input"] = dice(ours["mask"], same_mask)
         result["max_abs_dprob_same_input"] = float(np.abs(ours["prob"] - same).max())
@@ -351,7 +353,7 @@ def run_row(row: Row, workdir: Path, quick: bool = False, repeat: int = 1) -> di
 def table(results: list[dict], peaks: dict[str, dict]) -> str:
     """A Markdown table of the rows (the README's copy comes from here)."""
     head = ("| row | case (slices × folds, field) | ours s (read / ensemble / post / write) | baseline s | speedup "
-            "| s per 32-slice 5-fold case | GFLOP | TFLOP/s | of peak | peak MB "
+            "| s per 32-slice 5-fold case | GFLOP (baseline) | TFLOP/s | of peak | peak MB "
             "| Dice vs baseline: volume / head (same input) | max abs Δp on the head (same input) |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in results:
@@ -366,7 +368,8 @@ def table(results: list[dict], peaks: dict[str, dict]) -> str:
             f"{b['seconds']['end_to_end']:.2f}" if b else "–",
             f"{r['speedup']:.2f}×" if b else "–",
             "–" if per_case is None else f"{per_case:.2f}{' (extrap.)' if r['extrapolated'] else ''}",
-            f"{r['gflop']:.0f}", f"{r['achieved_tflops']:.3f}", f"{r['fraction_of_peak']:.2f}", f"{memory:.0f}",
+            f"{r['gflop']:.0f}" + (f" ({b['gflop']:.0f})" if b else ""),
+            f"{r['achieved_tflops']:.3f}", f"{r['fraction_of_peak']:.2f}", f"{memory:.0f}",
             f"{r['dice_vs_baseline']:.4f} / {r['dice_vs_baseline_head']:.4f} "
             f"({r.get('dice_same_input', float('nan')):.4f})" if b else "–",
             f"{r['max_abs_dprob']:.1e} ({r.get('max_abs_dprob_same_input', float('nan')):.1e}) |" if b else "– |"]))

@@ -112,7 +112,8 @@ class EnsemblePredictor:
     """Mean probability of the fold models of one weights manifest."""
 
     def __init__(self, models: list[nn.Module], manifest: Manifest, device: torch.device,
-                 mirror: bool | None = None, batch_size: int | None = None) -> None:
+                 mirror: bool | None = None, batch_size: int | None = None, winograd: bool | None = None) -> None:
+        """``winograd``: wide 3×3 convolutions by :mod:`model.winograd` (default: on the CPU)."""
         self.models = [for_inference(model) for model in models]  # the callers' models stay as they are
         self.manifest = manifest
         self.device = device
@@ -120,11 +121,12 @@ class EnsemblePredictor:
         self.batch_size = int(batch_size or manifest.inference.get("batch_size", 8))
         self.crop_margin = int(manifest.inference.get("crop_margin", CROP_MARGIN))
         self.views = len(self.models) * (2 if self.mirror else 1)  # probabilities summed per voxel
+        self.winograd = device.type == "cpu" if winograd is None else winograd
         self.factor = tuple(self.models[0].shape_factor())  # sizes the networks accept are multiples of it
         if manifest.family == "segresnet2d":
             for model in self.models:
                 model.to(memory_format=torch.channels_last)
-                if device.type == "cpu":
+                if self.winograd:
                     use_winograd(model)
         self.borders = [CropBorderPadding(model) for model in self.models] if manifest.family == "segresnet2d" else []
 

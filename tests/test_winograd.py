@@ -11,7 +11,6 @@ import torch
 from conftest import head_volume, tiny_weights
 from torch import nn
 
-import model.predictor as predictor_module
 import model.winograd as winograd
 from model.networks import build_network
 from model.predictor import EnsemblePredictor
@@ -115,8 +114,7 @@ def test_the_seed_size_network_gets_it_in_its_wide_layers_and_the_shipped_one_no
     assert use_winograd(build_network("segresnet2d", 3, {"init_filters": 8, "blocks_down": (1, 2, 2, 4)})) == 0
 
 
-def test_the_cpu_predictor_runs_it_and_gives_the_direct_probability(tmp_path: Path,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_cpu_predictor_runs_it_and_gives_the_direct_probability(tmp_path: Path) -> None:
     """A network with 128-channel levels (16 filters, five levels): converted on the CPU, and the
     ensemble's probability is the direct convolution's, crop and edge padding included."""
     tiny_weights(tmp_path, "segresnet2d", network={"init_filters": 16, "blocks_down": (1, 1, 1, 1, 1)},
@@ -127,8 +125,7 @@ def test_the_cpu_predictor_runs_it_and_gives_the_direct_probability(tmp_path: Pa
     fast = EnsemblePredictor(models, manifest, CPU)
     assert any(isinstance(m, WinogradConv2d) for m in fast.models[0].modules())
     assert not any(isinstance(m, WinogradConv2d) for m in models[0].modules())  # the callers' models untouched
-    monkeypatch.setattr(predictor_module, "use_winograd", lambda model: 0)
-    direct = EnsemblePredictor(models, manifest, CPU)
+    direct = EnsemblePredictor(models, manifest, CPU, winograd=False)
     assert not any(isinstance(m, WinogradConv2d) for m in direct.models[0].modules())
     got, expected = fast(hu), direct(hu)
     assert expected.max() > 0
