@@ -21,6 +21,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from model.winograd import transformed_weights
+
 
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
@@ -73,8 +75,8 @@ class ShapeRecorder:
 def network_flops(module: nn.Module, shape: tuple[int, ...]) -> int:
     """FLOPs of one forward pass for an input of ``shape`` (counted on the meta device)."""
     meta = copy.deepcopy(module).to("meta")
-    with FlopCounterMode(display=False) as counter, torch.inference_mode():
-        meta(torch.empty(shape, device="meta"))
+    with torch.inference_mode(), transformed_weights(meta), FlopCounterMode(display=False) as counter:
+        meta(torch.empty(shape, device="meta"))  # Winograd weights: transformed once per fold and case
     return int(counter.get_total_flops())
 
 

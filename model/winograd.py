@@ -16,6 +16,9 @@ Rounding differs from a direct convolution (relative error ≈ 1e-5 of the outpu
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 from torch.nn import functional
@@ -41,8 +44,12 @@ def eligible(conv: nn.Module, min_channels: int = MIN_CHANNELS) -> bool:
 
 
 class WinogradConv2d(nn.Conv2d):
-    """A 3×3 convolution computed by Winograd F(4×4, 3×3) off CUDA; the weight is transformed once,
-    here, so the layer is for inference (a changed weight is not seen)."""
+    """A 3×3 convolution computed by Winograd F(4×4, 3×3) off CUDA, sharing ``conv``'s parameters.
+
+    The transformed weight is 4× the weight (36 rather than 9 numbers per channel pair: 38 MB for a
+    512-channel layer, ≈ 0.5 GB for the seed-size network), too much to keep for every fold of an
+    ensemble; so it is made per call, or once for many calls inside :func:`transformed_weights`.
+    """
 
     def __init__(self, conv: nn.Conv2d) -> None:
         if not eligible(conv, min_channels=1):
@@ -50,18 +57,24 @@ class WinogradConv2d(nn.Conv2d):
         super().__init__(conv.in_channels, conv.out_channels, 3, padding=conv.padding, bias=conv.bias is not None,
                          device=conv.weight.device, dtype=conv.weight.dtype)
         self.weight, self.bias = conv.weight, conv.bias
+        self.kept: torch.Tensor | None = None  # the transformed weight inside transformed_weights
         bt, g, at = (torch.tensor(m, dtype=torch.float64) for m in (_BT, _G, _AT))
-        with torch.no_grad():
-            products = torch.einsum("xa,ocab,yb->xyco", g, conv.weight.detach().double(), g)
         dtype, device = conv.weight.dtype, conv.weight.device
-        self.register_buffer("products", products.reshape(36, conv.in_channels, conv.out_channels).to(device, dtype),
-                             persistent=False)  # (36, in, out): one matrix per tile position
         self.register_buffer("into", torch.kron(bt, bt).to(device, dtype), persistent=False)
+        self.register_buffer("of_weight", torch.kron(g, g).to(device, dtype), persistent=False)
         self.register_buffer("out_of", torch.kron(at, at).to(device, dtype), persistent=False)
 
+    def transformed(self) -> torch.Tensor:
+        """(36, in, out): the weight's matrix for each of the 36 product positions (a transposed view)."""
+        if self.kept is not None:
+            return self.kept
+        flat = self.weight.reshape(self.out_channels * self.in_channels, 9)
+        return (self.of_weight @ flat.t()).view(36, self.out_channels, self.in_channels).transpose(1, 2)
+
     def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        if x.device.type == "cuda" or x.dtype != self.products.dtype:
+        if x.device.type == "cuda" or x.dtype != self.into.dtype:
             return super()._conv_forward(x, weight, bias)
+        weights = self.transformed()
         batch, channels, height, width = x.shape
         (pad_h, pad_w), out_channels = self.padding, self.out_channels
         out_h, out_w = height + 2 * pad_h - 2, width + 2 * pad_w - 2
@@ -76,7 +89,7 @@ class WinogradConv2d(nn.Conv2d):
             part = tiles[start: start + step]
             n = part.shape[0]
             inputs = (self.into @ part.permute(4, 5, 0, 2, 3, 1).reshape(36, -1)).view(36, -1, channels)
-            products = torch.bmm(inputs, self.products)  # (36, tiles, out)
+            products = torch.bmm(inputs, weights)  # (36, tiles, out)
             if bias is not None:
                 products[_ONES] += bias
             result = (self.out_of @ products.view(36, -1)).view(TILE, TILE, n, tiles_h, tiles_w, out_channels)
@@ -86,6 +99,19 @@ class WinogradConv2d(nn.Conv2d):
         if (tiles_h * TILE, tiles_w * TILE) != (out_h, out_w):
             out = out[..., :out_h, :out_w].contiguous(memory_format=torch.channels_last)
         return out
+
+
+@contextmanager
+def transformed_weights(model: nn.Module) -> Iterator[None]:
+    """Inside the block, ``model``'s Winograd layers transform their weights once, not per call."""
+    layers = [m for m in model.modules() if isinstance(m, WinogradConv2d)]
+    for layer in layers:
+        layer.kept = layer.transformed().detach()
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.kept = None
 
 
 def use_winograd(model: nn.Module, min_channels: int = MIN_CHANNELS) -> int:

@@ -15,7 +15,7 @@ import model.winograd as winograd
 from model.networks import build_network
 from model.predictor import EnsemblePredictor
 from model.weights import load_manifest, load_models
-from model.winograd import WinogradConv2d, eligible, use_winograd
+from model.winograd import WinogradConv2d, eligible, transformed_weights, use_winograd
 
 CPU = torch.device("cpu")
 
@@ -70,6 +70,22 @@ def test_the_wide_layers_of_the_seed_size_network_run_at_its_accuracy() -> None:
     conv = nn.Conv2d(128, 128, 3, padding=1)
     x = torch.randn(2, 128, 14, 10).contiguous(memory_format=torch.channels_last)
     assert_close_to_direct(WinogradConv2d(conv)(x), conv(x))
+
+
+@torch.inference_mode()
+def test_weights_transformed_once_for_a_block_give_the_same_result_and_are_dropped_after() -> None:
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Conv2d(6, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 5, 3, padding=1))
+    assert use_winograd(model, min_channels=1) == 2
+    x = torch.randn(2, 6, 9, 10)
+    per_call = model(x)
+    with transformed_weights(model):
+        assert all(m.kept is not None for m in model.modules() if isinstance(m, WinogradConv2d))
+        torch.testing.assert_close(model(x), per_call, rtol=0, atol=0)
+    assert all(m.kept is None for m in model.modules() if isinstance(m, WinogradConv2d))
+    with pytest.raises(RuntimeError), transformed_weights(model):
+        model(torch.randn(1, 3, 8, 8))  # wrong channel count
+    assert all(m.kept is None for m in model.modules() if isinstance(m, WinogradConv2d))
 
 
 @torch.inference_mode()
@@ -130,3 +146,5 @@ def test_the_cpu_predictor_runs_it_and_gives_the_direct_probability(tmp_path: Pa
     got, expected = fast(hu), direct(hu)
     assert expected.max() > 0
     np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert all(m.kept is None for model in fast.models for m in model.modules()
+               if isinstance(m, WinogradConv2d))  # no fold's transformed weights outlive its turn
