@@ -47,7 +47,7 @@ class WinogradConv2d(nn.Conv2d):
     """A 3×3 convolution computed by Winograd F(4×4, 3×3) off CUDA, sharing ``conv``'s parameters.
 
     The transformed weight is 4× the weight (36 rather than 9 numbers per channel pair: 38 MB for a
-    512-channel layer, ≈ 0.5 GB for the seed-size network), too much to keep for every fold of an
+    512-channel layer, 0.39 GB for the seed-size network), too much to keep for every fold of an
     ensemble; so it is made per call, or once for many calls inside :func:`transformed_weights`.
     """
 
@@ -55,7 +55,7 @@ class WinogradConv2d(nn.Conv2d):
         if not eligible(conv, min_channels=1):
             raise ValueError(f"not a 3×3 stride-1 convolution with zero padding 0 or 1: {conv}")
         super().__init__(conv.in_channels, conv.out_channels, 3, padding=conv.padding, bias=conv.bias is not None,
-                         device=conv.weight.device, dtype=conv.weight.dtype)
+                         device="meta")  # no storage or random initialisation for parameters replaced next
         self.weight, self.bias = conv.weight, conv.bias
         self.kept: torch.Tensor | None = None  # the transformed weight inside transformed_weights
         bt, g, at = (torch.tensor(m, dtype=torch.float64) for m in (_BT, _G, _AT))
