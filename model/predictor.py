@@ -123,12 +123,12 @@ class EnsemblePredictor:
         self.batch_size = int(batch_size or manifest.inference.get("batch_size", 8))
         self.crop_margin = int(manifest.inference.get("crop_margin", CROP_MARGIN))
         self.views = len(self.models) * (2 if self.mirror else 1)  # probabilities summed per voxel
-        self.winograd = device.type == "cpu" if winograd is None else winograd
+        winograd = device.type == "cpu" if winograd is None else winograd
         self.factor = tuple(self.models[0].shape_factor())  # sizes the networks accept are multiples of it
         if manifest.family == "segresnet2d":
             for model in self.models:
                 model.to(memory_format=torch.channels_last)
-                if self.winograd:
+                if winograd:
                     use_winograd(model)
         self.borders = [CropBorderPadding(model) for model in self.models] if manifest.family == "segresnet2d" else []
 
