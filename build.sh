@@ -2,6 +2,7 @@
 # Build the container image.
 #
 # Usage: ./build.sh [TAG]                      TAG defaults to $TAG, else ich-segmentation:latest
+#                                              (test.sh and export.sh have the same default)
 # Environment:
 #   BASE_IMAGE  base image (default: the Dockerfile's PyTorch CUDA runtime image)
 #   WHEELS      a local folder of wheels (docker/make_wheels.sh) to install from with no registry;

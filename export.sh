@@ -3,7 +3,8 @@
 #   <OUT_DIR>/<name>.tar.gz   the image, `docker save | gzip` (the algorithm image upload)
 #   <OUT_DIR>/model.tar.gz    the weights folder (the separate model upload, extracted to /opt/ml/model)
 #
-# Usage: ./export.sh [TAG]          TAG defaults to $TAG, else ich-segmentation:latest (build it first)
+# Usage: ./export.sh [TAG]          TAG defaults to $TAG, else ich-segmentation:latest, the default of
+#                                  build.sh and test.sh too (build it first with either)
 # Environment: OUT_DIR (default ./export, which git ignores)
 set -euo pipefail
 
@@ -12,7 +13,10 @@ TAG="${1:-${TAG:-ich-segmentation:latest}}"
 OUT_DIR="${OUT_DIR:-$ROOT/export}"
 NAME="$(echo "$TAG" | tr '/:' '__')"
 
-docker image inspect "$TAG" >/dev/null || { echo "error: image $TAG not found; run ./build.sh first" >&2; exit 2; }
+docker image inspect "$TAG" >/dev/null 2>&1 || {
+    echo "error: image $TAG not found; build it first: ./build.sh $TAG (or ./test.sh $TAG, which builds and tests it)" >&2
+    exit 2
+}
 [[ -f "$ROOT/weights/manifest.json" ]] || { echo "error: weights/manifest.json is missing" >&2; exit 2; }
 mkdir -p "$OUT_DIR"
 

@@ -3,7 +3,8 @@
 One case: read → canonical orientation → window and predict (folds averaged) → threshold and
 clean → back to the input's geometry → write atomically → record in results.json.
 
-Layouts: a flat folder of CTs (INSTANCE: ``/input/<name>.nii.gz`` → ``/predict/<name>.nii.gz``) or
+Layouts: a flat folder of CTs (INSTANCE: ``/input/<name>.nii.gz`` → ``/predict/<name>.nii.gz``; DICOM
+series anywhere under it → ``<series>.nii.gz`` plus a DICOM SEG ``<series>.seg.dcm``) or
 grand-challenge's (``/input/images/<slug>/<uuid>.mha`` → ``/output/images/<output-slug>/<uuid>.mha``).
 Exit status 0 only when every case succeeded; the last line on stderr is the one-line reason.
 """
@@ -22,6 +23,8 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
+from model.compute import PRECISIONS, choose_path
+from model.console import Progress, native_stderr_silenced
 from model.device import DeviceError, predict_with_fallback, select_device
 from model.io import (
     DEFAULT_OUTPUT_SLUG,
@@ -30,10 +33,11 @@ from model.io import (
     discover_cases,
     load_case,
     mask_image,
-    write_image_atomic,
 )
+from model.outputs import QcRequest, write_case_outputs
 from model.postprocess import postprocess, voxel_ml
 from model.predictor import EnsemblePredictor
+from model.review import review
 from model.weights import Manifest, WeightsError, load_manifest, load_models
 
 APP_DIR = Path(__file__).resolve().parent
@@ -68,19 +72,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=None,
                         help="left-right mirror test-time augmentation (default: the manifest's setting)")
     parser.add_argument("--batch-size", type=int, default=None, help="slices or patches per network call")
-    parser.add_argument("--debug", action="store_true", help="print tracebacks of failed cases")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="CPU: auto takes bf16 where the processor has it natively and the weights allow it "
+                             "(measured equal to fp32 at export), else fp32; fp32 forces fp32")
+    parser.add_argument("--qc", action="store_true",
+                        help="also write a PNG per case (slices with most blood, mask outlined) to <output>/qc/")
+    parser.add_argument("--debug", action="store_true",
+                        help="print tracebacks of failed cases, and let native libraries (ITK, GDCM) print")
     return parser.parse_args(argv)
 
 
-def segment(case: Case, loaded: Future, predictor: EnsemblePredictor, manifest: Manifest) -> dict:
+def segment(case: Case, loaded: Future, predictor: EnsemblePredictor, manifest: Manifest,
+            qc_dir: Path | None = None) -> dict:
     """Run one case end to end and return its results.json record."""
     image, canonical, hu = loaded.result()
     spacing_zyx = canonical.GetSpacing()[::-1]
-    prob = predict_with_fallback(predictor, hu, say=lambda message: print(f"{case.name}: {message}", flush=True))
-    mask = postprocess(prob, spacing_zyx, manifest.threshold, manifest.postprocess)
-    write_image_atomic(mask_image(mask, canonical, image), case.output_path)
-    voxels = int(mask.sum())
-    return {"voxels": voxels, "volume_ml": round(voxels * voxel_ml(spacing_zyx), 4)}
+    prediction = predict_with_fallback(predictor, hu, spacing_zyx=spacing_zyx,
+                                       say=lambda message: print(f"{case.name}: {message}", flush=True))
+    cleaned = postprocess(prediction.prob, spacing_zyx, manifest.threshold, manifest.postprocess)
+    voxels = int(cleaned.mask.sum())
+    volume_ml = round(voxels * voxel_ml(spacing_zyx), 6)
+    qc = QcRequest(qc_dir / f"{case.name}.png", hu, cleaned.mask, spacing_zyx,
+                   f"{case.name}: {volume_ml:.2f} mL haemorrhage") if qc_dir else None
+    files = write_case_outputs(case, mask_image(cleaned.mask, canonical, image), manifest, qc)
+    return {"voxels": voxels, "volume_ml": volume_ml, "fallback": cleaned.fallback, **files,
+            **review(prediction, manifest.inference, cleaned.fallback)}
 
 
 def check_writable(folder: Path) -> None:
@@ -114,44 +130,53 @@ def run(args: argparse.Namespace) -> int:
     weights = args.weights or default_weights()
     manifest = load_manifest(weights)
     device = select_device(args.device)
+    path = choose_path(device, args.precision, manifest.inference.get("cpu_precision", "fp32"))
     predictor = EnsemblePredictor(load_models(weights, manifest, device), manifest, device,
-                                  mirror=args.mirror, batch_size=args.batch_size)
+                                  mirror=args.mirror, batch_size=args.batch_size, path=path)
     if not args.input.is_dir():
         raise CaseError(f"{args.input}: input folder does not exist")
     cases = discover_cases(args.input, output, args.output_slug)
     if not cases:
-        raise CaseError(f"{args.input}: no CT images found (.nii.gz, .nii, .mha, .nrrd; or images/<slug>/*.mha)")
+        raise CaseError(f"{args.input}: no CT images found (.nii.gz, .nii, .mha, .nrrd, DICOM series; "
+                        "or images/<slug>/*.mha)")
     check_writable(output)
     print(f"{len(cases)} case(s), {manifest.family} × {len(manifest.folds)} fold(s) on {device}, "
           f"weights {weights}", flush=True)
+    print(f"compute: {path.processor}: {path.precision} ({path.reason})", flush=True)
 
     records: list[dict] = []
     summary = {"device": str(device), "weights": str(weights), "family": manifest.family,
-               "folds": len(manifest.folds), "cases": records}
+               "folds": len(manifest.folds), "compute": path.record(), "cases": records}
+    progress = Progress(len(cases))
     with ThreadPoolExecutor(max_workers=1) as reader:  # reads the next case while this one computes
         pending = reader.submit(load_case, cases[0])
         for index, case in enumerate(cases):
             loaded = pending
             if index + 1 < len(cases):
                 pending = reader.submit(load_case, cases[index + 1])
+            progress.start(index, case.name)
             start = time.perf_counter()
             record = {"case": case.name, "input": str(case.input_path), "output": str(case.output_path)}
             try:
-                record |= {"status": "ok", **segment(case, loaded, predictor, manifest)}
-                print(f"{case.name}: {record['volume_ml']:.2f} mL haemorrhage "
-                      f"({record['voxels']} voxels) → {case.output_path}", flush=True)
+                record |= {"status": "ok", **segment(case, loaded, predictor, manifest,
+                                                     output / "qc" if args.qc else None)}
+                found = " (nothing found: never-empty fallback)" if record["fallback"] else ""
+                progress.say(f"{case.name}: {record['volume_ml']:.2f} mL haemorrhage "
+                             f"({record['voxels']} voxels){found} → {case.output_path}")
             except Exception as err:
                 if args.debug:
                     traceback.print_exc()
                 record |= {"status": "error", "message": one_line(err), "output": None}
-                print(f"{case.name}: error: {record['message']}", file=sys.stderr, flush=True)
+                progress.say(f"{case.name}: error: {record['message']}", error=True)
             record["seconds"] = round(time.perf_counter() - start, 3)
             records.append(record)
             try:
                 write_json_atomic(summary | {"totals": totals(records, len(cases))}, output / "results.json")
             except OSError as err:
                 record |= {"status": "error", "message": f"results.json could not be written ({err.strerror})"}
-                print(f"{case.name}: error: {record['message']}", file=sys.stderr, flush=True)
+                progress.say(f"{case.name}: error: {record['message']}", error=True)
+            progress.done()
+    progress.close()
     failed = [r for r in records if r["status"] != "ok"]
     print(f"results: {output / 'results.json'}", flush=True)
     if failed:
@@ -181,8 +206,10 @@ def _terminate(signum: int, _frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK warnings would bury the one-line reason
+    args = parse_args(argv)
     try:
-        return run(parse_args(argv))
+        with native_stderr_silenced(enabled=not args.debug):  # ITK/GDCM print raw lines from C++
+            return run(args)
     except (CaseError, WeightsError, DeviceError) as err:
         print(f"error: {one_line(err)}", file=sys.stderr)
         return 2

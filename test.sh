@@ -7,7 +7,8 @@
 #      mounted read-only as /opt/ml/model; exactly one .mha must land in /output/images/<slug>/,
 #      equal to the expected mask, with the input's geometry.
 #
-# Usage: ./test.sh [TAG]            TAG defaults to $TAG, else ich-segmentation:test
+# Usage: ./test.sh [TAG]            TAG defaults to $TAG, else ich-segmentation:latest (the same default as
+#                                  build.sh and export.sh, so ./export.sh after ./test.sh finds the image)
 # Environment: BASE_IMAGE, WHEELS (passed to build.sh; for a build with no registry reachable),
 #   SKIP_BUILD=1 (test an image already built), DEVICE (process.py --device, default cpu),
 #   GPUS (e.g. all: adds --gpus), MEMORY (8g), SHM_SIZE (4g), PIDS_LIMIT (256),
@@ -15,7 +16,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-TAG="${1:-${TAG:-ich-segmentation:test}}"
+TAG="${1:-${TAG:-ich-segmentation:latest}}"
 SLUG="${OUTPUT_SLUG:-intracranial-hemorrhage-segmentation}"
 INPUT="$ROOT/test/input"
 EXPECTED="$ROOT/test/expected"

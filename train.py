@@ -43,6 +43,9 @@ def _fit_parser(sub: argparse._SubParsersAction) -> None:
     fit.add_argument("--lr", type=float, default=None, help="default 2e-4 (AdamW, 2D) or 0.01 (Adam, 3D)")
     fit.add_argument("--weight-decay", type=float, default=None, help="default 1e-5 (2D) or 0 (3D)")
     fit.add_argument("--crop", type=int, nargs=2, default=(384, 384), help="2D training crop (y x)")
+    fit.add_argument("--spacing", type=float, nargs="+", default=None,
+                     help="train (and predict) at this spacing in mm: one in-plane value, or z y x for the 3D "
+                          "cascade (default: each case's own)")
     fit.add_argument("--patch", type=int, nargs=3, default=(16, 192, 192), help="3D training patch (z y x)")
     fit.add_argument("--init-filters", type=int, default=None, help="default 32 (the seeds' size)")
     fit.add_argument("--blocks-down", type=int, nargs="+", default=None, help="2D: ResNet blocks per level")
@@ -55,6 +58,8 @@ def _fit_parser(sub: argparse._SubParsersAction) -> None:
     fit.add_argument("--threads", type=int, default=None, help="CPU threads per process (torch.set_num_threads)")
     fit.add_argument("--validate-every", type=int, default=1, help="validate every N epochs (and the last)")
     fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--fp32", action="store_true",
+                     help="CPU: no bf16 autocast even where the CPU has native bf16 (AMX / AVX512-BF16)")
     fit.add_argument("--resume", action="store_true", help="continue each fold from its last.pt")
     fit.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
 
@@ -64,6 +69,8 @@ def _export_parser(sub: argparse._SubParsersAction) -> None:
     export.add_argument("--run", type=Path, required=True, help="run folder of `fit`")
     export.add_argument("--weights", type=Path, required=True, help="weights folder to write")
     export.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    export.add_argument("--folds", type=int, nargs="+", default=None,
+                        help="export only these cross-validation folds (default: all of the run's)")
     export.add_argument("--threshold", type=float, default=0.5)
     export.add_argument("--min-component-ml", type=float, default=None,
                         help="post-processing: drop smaller components (default: chosen out-of-fold)")
@@ -104,7 +111,7 @@ def export(args: argparse.Namespace) -> int:
             raise ValueError(f"--description {item!r}: expected KEY=VALUE")
         description[key] = value
     manifest = export_run(args.run, args.weights, args.checkpoint, args.threshold, args.min_component_ml,
-                          not args.no_never_empty, description, crop_margin=args.crop_margin)
+                          not args.no_never_empty, description, crop_margin=args.crop_margin, folds=args.folds)
     total = sum((args.weights / f.file).stat().st_size for f in manifest.folds)
     print(f"wrote {args.weights}: {len(manifest.folds)} fold(s), {total / 1e6:.1f} MB, "
           f"min_component_ml {manifest.postprocess.min_component_ml}, crop_margin "

@@ -29,9 +29,10 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def matmul_peak(device: torch.device, seconds: float = 3.0) -> tuple[float, str]:
-    """Best sustained FLOP/s of a square matmul in the dtype the predictor computes in on ``device``."""
-    dtype, n = (torch.float16, 8192) if device.type == "cuda" else (torch.float32, 2048)
+def matmul_peak(device: torch.device, seconds: float = 3.0, dtype: torch.dtype | None = None) -> tuple[float, str]:
+    """Best sustained FLOP/s of a square matmul in ``dtype`` (default: fp16 on CUDA, fp32 on the CPU)."""
+    dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
+    n = 8192 if device.type == "cuda" else 2048
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     a @ b

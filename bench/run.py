@@ -1,6 +1,7 @@
 """Inference speed benchmark: the ensemble predictor against a straightforward MONAI pipeline.
 
     python bench/run.py [--quick] [--repeat N] [--device cpu|cuda|all] [--json PATH] [--threads N]
+                        [--precision auto|fp32]
 
 For a generated 512 × 512 head CT it times end to end (read, window + ensemble, post-process,
 write) and each stage, for both model families at the shipped size and at the seeds' full size
@@ -15,7 +16,11 @@ random heads are rescaled until each fold's logits have unit spread ×8 with 30 
 positive (the ensemble then splits clearly at 0.5). With trained weights in ``weights/`` (shipped
 size) they are used as they are. Output: a table, a JSON file, and a last line
 ``speedup=<x> fraction_of_peak=<y> seconds_per_case=<z> peak_mb=<m>`` for the full-size 2D
-ensemble on the fastest device present (speedup measured on the case that row ran). ``--repeat N``
+ensemble on the fastest device present (speedup measured on the case that row ran), followed by
+``cpu=<model>``. It first names the machine: CPU model, the ISA flags that decide the compute path
+(:mod:`model.compute`), and the fp32 and (where native) bf16 matmul peaks; each row's fraction of peak
+is taken against the peak of the precision its path computes in. Ours takes the path the CPU allows
+(``--precision fp32`` forces fp32); the baseline is always fp32. ``--repeat N``
 alternates ours and the baseline N times per row and keeps each one's fastest run, for shared
 machines whose speed drifts.
 """
@@ -44,6 +49,7 @@ from baseline import baseline_probability  # noqa: E402
 from case import head_ct, to_image  # noqa: E402
 from measure import ShapeRecorder, matmul_peak, peak_memory, sync  # noqa: E402
 
+from model.compute import choose_path, cpu_flags, cpu_has_native_bf16, cpu_model  # noqa: E402
 from model.crop_border import crop_sides  # noqa: E402
 from model.io import mask_image, read_image, to_canonical, write_image_atomic  # noqa: E402
 from model.postprocess import postprocess  # noqa: E402
@@ -193,7 +199,7 @@ def timed_pipeline(path: Path, output: Path, predict: Callable[[np.ndarray], np.
         seconds["ensemble"] = time.perf_counter() - start
         start = time.perf_counter()
         spacing = canonical.GetSpacing()[::-1]
-        mask = postprocess(prob, spacing, manifest.threshold, manifest.postprocess)
+        mask = postprocess(prob, spacing, manifest.threshold, manifest.postprocess).mask
         seconds["postprocess"] = time.perf_counter() - start
         start = time.perf_counter()
         write_image_atomic(mask_image(mask, canonical, image), output)
@@ -278,7 +284,10 @@ def seconds_list(runs: list[dict]) -> str:
     return " ".join(f"{run['seconds']['end_to_end']:.2f}" for run in runs)
 
 
-def run_row(row: Row, workdir: Path, quick: bool = False, repeat: int = 1) -> dict:
+ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_fp16")
+
+
+def run_row(row: Row, workdir: Path, quick: bool = False, repeat: int = 1, precision: str = "auto") -> dict:
     """One row; with ``repeat`` > 1 ours and the baseline alternate and each keeps its fastest run (on a
     shared machine, contention only ever adds time, and alternating exposes both to the same drift)."""
     device = torch.device(row.device)
@@ -286,7 +295,8 @@ def run_row(row: Row, workdir: Path, quick: bool = False, repeat: int = 1) -> di
     path = workdir / f"case-{row.slices}-{row.field}.nii.gz"
     sitk.WriteImage(to_image(hu), str(path))
     models, manifest, trained = make_models(row, hu.astype(np.float32), workdir)
-    predictor = EnsemblePredictor(models, manifest, device, mirror=False)
+    path = choose_path(device, precision, "auto")  # the machine's path; the row's Dice columns show its effect
+    predictor = EnsemblePredictor(models, manifest, device, mirror=False, path=path)
 
     def plain(volume: np.ndarray) -> np.ndarray:
         return baseline_probability(models, manifest, volume, device)
@@ -309,6 +319,7 @@ def run_row(row: Row, workdir: Path, quick: bool = False, repeat: int = 1) -> di
           f"(runs: {seconds_list(runs[0])})", flush=True)
     result: dict = {
         "row": row.name, "family": row.family, "size": row.size, "device": row.device,
+        "precision": path.precision, "winograd": predictor.path.winograd and device.type == "cpu",
         "network": manifest.network, "input_mode": manifest.input_mode, "trained_weights": trained,
         "case": {"slices": row.slices, "field": row.field, "folds": row.folds},
         "seconds": ours["seconds"], "memory_mb": ours["memory"], "gflop": flops / 1e9,
@@ -342,9 +353,10 @@ def run_row(row: Row, workdir: Path, quick: bool = False, repeat: int = 1) -> di
         result["dice_vs_baseline_head"] = dice(ours["mask"][head], theirs["mask"][head])
         result["max_abs_dprob"] = float(np.abs(ours["prob"] - theirs["prob"])[head].max())
     if row.baseline and not (quick and row.family == "cascade3d"):  # plain SWI equality is a unit test
-        direct = EnsemblePredictor(models, manifest, device, mirror=False, winograd=False)
+        direct = EnsemblePredictor(models, manifest, device, mirror=False, winograd=False,
+                                   path=choose_path(device, "fp32"))
         same = same_input_reference(direct, hu.astype(np.float32))
-        same_mask = postprocess(same, to_image(hu).GetSpacing()[::-1], manifest.threshold, manifest.postprocess)
+        same_mask = postprocess(same, to_image(hu).GetSpacing()[::-1], manifest.threshold, manifest.postprocess).mask
         result["dice_same_input"] = dice(ours["mask"], same_mask)
         result["max_abs_dprob_same_input"] = float(np.abs(ours["prob"] - same).max())
     return result
@@ -361,7 +373,7 @@ def table(results: list[dict], peaks: dict[str, dict]) -> str:
         memory = r["memory_mb"].get("peak_cuda_mb", r["memory_mb"]["peak_rss_mb"])
         per_case = r.get("seconds_per_case")
         lines.append(" | ".join([
-            f"| {r['row']}{' (trained)' if r['trained_weights'] else ''}",
+            f"| {r['row']}{' (trained)' if r['trained_weights'] else ''} {r['precision']}",
             f"{r['case']['slices']} × {r['case']['folds']}, {r['case']['field']}²",
             f"{s['end_to_end']:.2f} ({s['read']:.2f} / {s['ensemble']:.2f} / {s['postprocess']:.2f}"
             f" / {s['write']:.2f})",
@@ -373,7 +385,7 @@ def table(results: list[dict], peaks: dict[str, dict]) -> str:
             f"{r['dice_vs_baseline']:.4f} / {r['dice_vs_baseline_head']:.4f} "
             f"({r.get('dice_same_input', float('nan')):.4f})" if b else "–",
             f"{r['max_abs_dprob']:.1e} ({r.get('max_abs_dprob_same_input', float('nan')):.1e}) |" if b else "– |"]))
-    notes = [f"peak {device}: {p['tflops']:.3f} TFLOP/s ({p['how']})" for device, p in peaks.items()]
+    notes = [f"peak {key}: {p['tflops']:.3f} TFLOP/s ({p['how']})" for key, p in peaks.items()]
     return "\n".join([*lines, "", *notes])
 
 
@@ -382,10 +394,23 @@ def summary(results: list[dict]) -> str:
     rows = [r for r in results if r["family"] == "segresnet2d" and r["size"] == "full" and "baseline" in r]
     row = next((r for r in rows if r["device"] == "cuda"), rows[0] if rows else None)
     if row is None:
-        return "speedup=nan fraction_of_peak=nan seconds_per_case=nan peak_mb=nan"
+        return f"speedup=nan fraction_of_peak=nan seconds_per_case=nan peak_mb=nan cpu={cpu_model().replace(' ', '_')}"
     memory = row["memory_mb"].get("peak_cuda_mb", row["memory_mb"]["peak_rss_mb"])
     return (f"speedup={row['speedup']:.2f} fraction_of_peak={row['fraction_of_peak']:.2f} "
-            f"seconds_per_case={row.get('seconds_per_case', float('nan')):.2f} peak_mb={memory:.0f}")
+            f"seconds_per_case={row.get('seconds_per_case', float('nan')):.2f} peak_mb={memory:.0f} "
+            f"cpu={cpu_model().replace(' ', '_')}")
+
+
+def peak_kinds(device: str) -> list[tuple[str, torch.dtype]]:
+    """The matmul peaks to measure on a device: its fp32 (CPU) or fp16 (CUDA), and bf16 on a native-bf16 CPU."""
+    if device == "cuda":
+        return [("cuda-fp16", torch.float16)]
+    return [("cpu-fp32", torch.float32)] + ([("cpu-bf16", torch.bfloat16)] if cpu_has_native_bf16() else [])
+
+
+def peak_key(result: dict) -> str:
+    """The peak a row's fraction is taken against: its device and the precision its path computes in."""
+    return "cuda-fp16" if result["device"] == "cuda" else f"cpu-{'bf16' if result['precision'] == 'bf16' else 'fp32'}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -396,6 +421,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1,
                         help="time ours and the baseline this many times, alternating, and keep each one's fastest "
                              "(a shared machine's contention only adds time)")
+    parser.add_argument("--precision", choices=("auto", "fp32"), default="auto",
+                        help="ours: the CPU's fastest path (bf16 where native) or fp32; the baseline is fp32")
+    parser.add_argument("--slices", type=int, default=None, help="override every row's slice count (a tiny run)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for PyTorch (default: its own choice, one per core)")
     args = parser.parse_args(argv)
@@ -406,26 +434,34 @@ def main(argv: list[str] | None = None) -> int:
     if not devices:
         print("error: --device cuda was asked for but no CUDA device is available", file=sys.stderr)
         return 2
+    flags = cpu_flags()
+    print(f"cpu: {cpu_model()}; flags: {' '.join(f for f in ISA_FLAGS if f in flags) or 'none of ' + str(ISA_FLAGS)}",
+          flush=True)
     peaks, results = {}, []
     with tempfile.TemporaryDirectory(prefix="ich-bench-") as tmp:
         for device in devices:
-            flops, how = matmul_peak(torch.device(device))
-            peaks[device] = {"tflops": flops / 1e12, "how": how}
-            print(f"{device}: matmul peak {flops / 1e12:.3f} TFLOP/s ({how}), {torch.get_num_threads()} threads",
-                  flush=True)
+            for key, dtype in peak_kinds(device):
+                flops, how = matmul_peak(torch.device(device), dtype=dtype)
+                peaks[key] = {"tflops": flops / 1e12, "how": how}
+                print(f"{key}: matmul peak {flops / 1e12:.3f} TFLOP/s ({how}), {torch.get_num_threads()} threads",
+                      flush=True)
         for row in plan(args.quick, devices):
+            if args.slices:
+                row.slices = args.slices
             start = time.perf_counter()
-            result = run_row(row, Path(tmp), args.quick, max(args.repeat, 1))
+            result = run_row(row, Path(tmp), args.quick, max(args.repeat, 1), args.precision)
             results.append(result)
-            flops, _ = matmul_peak(torch.device(row.device), seconds=1.0)  # a busy machine's peak varies
-            peaks[row.device]["tflops"] = max(peaks[row.device]["tflops"], flops / 1e12)
+            key = peak_key(result)
+            flops, _ = matmul_peak(torch.device(row.device), seconds=1.0, dtype=dict(peak_kinds(row.device))[key])
+            peaks[key]["tflops"] = max(peaks[key]["tflops"], flops / 1e12)  # a busy machine's peak varies
             print(f"{row.name} ({row.slices} slices × {row.folds} folds, {row.field}²): "
                   f"{result['seconds']['end_to_end']:.2f} s, speedup {result.get('speedup', float('nan')):.2f}×, "
                   f"Dice {result.get('dice_vs_baseline', float('nan')):.4f} [{time.perf_counter() - start:.0f} s]",
                   flush=True)
-    for result in results:  # fraction of the best peak measured in the run
-        result["fraction_of_peak"] = result["achieved_tflops"] / peaks[result["device"]]["tflops"]
+    for result in results:  # fraction of the best peak measured in the run, in the row's precision
+        result["fraction_of_peak"] = result["achieved_tflops"] / peaks[peak_key(result)]["tflops"]
     report = {"quick": args.quick, "torch": torch.__version__, "threads": torch.get_num_threads(),
+              "cpu": cpu_model(), "cpu_flags": sorted(f for f in ISA_FLAGS if f in flags),
               "peaks": peaks, "rows": results, "summary": summary(results)}
     args.json.write_text(json.dumps(report, indent=2) + "\n")
     print()

@@ -4,8 +4,11 @@
 #
 # Contents: torch==${TORCH_VERSION} (for a base image without torch, such as the one
 # docker/make_local_base.sh makes), requirements.txt's pins, and all their dependencies.
-# pip takes torch from any --find-links folder configured for it (a local CPU wheel wins over the
-# registry's CUDA one, which would pull GBs of nvidia-* wheels); set PIP_FIND_LINKS to point at one.
+#
+# Which torch: this script does not choose a CPU build. pip takes whatever torch==${TORCH_VERSION}
+# wheel it finds first: a CPU wheel only where one lies in a --find-links folder configured for pip
+# (PIP_FIND_LINKS=DIR, or pip.conf); otherwise the registry's default Linux wheel, the CUDA build,
+# which pulls about 3 GB of nvidia-* wheels. The script says at the end which one it got.
 #
 # Usage: docker/make_wheels.sh DIR          (run from anywhere; DIR is created)
 set -euo pipefail
@@ -24,4 +27,10 @@ mkdir -p "$DIR"
     "torch==${TORCH_VERSION}" -r "$ROOT/requirements.txt"
 
 echo "wheels in $DIR: $(find "$DIR" -maxdepth 1 -name '*.whl' | wc -l)"
+if compgen -G "$DIR/nvidia_*.whl" >/dev/null; then
+    echo "torch: the CUDA build (nvidia-* wheels downloaded); for a CPU-only image put the CPU torch wheel" \
+         "in a folder and rerun with PIP_FIND_LINKS=<folder>" >&2
+else
+    echo "torch: $(cd "$DIR" && compgen -G "torch-*.whl" || echo 'none') (no nvidia-* wheels: a CPU build)"
+fi
 du -sh "$DIR"

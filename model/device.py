@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -19,7 +19,7 @@ class Predictor(Protocol):
     device: torch.device
     batch_size: int
 
-    def __call__(self, hu: np.ndarray) -> np.ndarray: ...
+    def predict(self, hu: np.ndarray, spacing_zyx: tuple[float, float, float] | None = None) -> Any: ...
 
 
 def select_device(name: str) -> torch.device:
@@ -31,7 +31,8 @@ def select_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def predict_with_fallback(predictor: Predictor, hu: np.ndarray, say: Callable[[str], None]) -> np.ndarray:
+def predict_with_fallback(predictor: Predictor, hu: np.ndarray, say: Callable[[str], None],
+                          spacing_zyx: tuple[float, float, float] | None = None) -> Any:
     """Run the predictor; on CUDA out-of-memory halve the batch, and below one move to the CPU.
 
     A smaller GPU than the one the defaults were chosen for (a T4 instead of an A10G) then costs
@@ -39,7 +40,7 @@ def predict_with_fallback(predictor: Predictor, hu: np.ndarray, say: Callable[[s
     """
     while True:
         try:
-            return predictor(hu)
+            return predictor.predict(hu, spacing_zyx)
         except torch.OutOfMemoryError:
             if predictor.device.type != "cuda":
                 raise

@@ -30,12 +30,16 @@ class CaseError(Exception):
 
 @dataclass(frozen=True)
 class Case:
-    """One CT to segment and where its mask goes; ``problem`` refuses it before it is read."""
+    """One CT to segment and where its mask goes; ``problem`` refuses it before it is read.
+
+    A DICOM series has its files in ``series`` and the folder holding them as ``input_path``.
+    """
 
     name: str
     input_path: Path
     output_path: Path
     problem: str | None = None
+    series: tuple[Path, ...] = ()
 
 
 def case_name(path: Path) -> str:
@@ -132,14 +136,18 @@ def read_image(path: Path) -> sitk.Image:
         raise CaseError(f"{path.name}: not a readable image ({_itk_reason(err, path)})") from None
 
 
-def check_hounsfield(hu: np.ndarray, path: Path) -> None:
-    """Refuse voxel values that cannot be a head CT in Hounsfield units (NaN, no air at all)."""
+def check_hounsfield(hu: np.ndarray, path: Path | str) -> None:
+    """Refuse voxel values that cannot be a head CT in Hounsfield units (NaN, no air at all).
+
+    ``path`` names the case in the message: a file (by its name), or a label such as a DICOM series'.
+    """
+    name = path.name if isinstance(path, Path) else path
     finite = np.isfinite(hu)
     if not finite.all():
-        raise CaseError(f"{path.name}: {int((~finite).sum())} voxels are NaN or infinite")
+        raise CaseError(f"{name}: {int((~finite).sum())} voxels are NaN or infinite")
     low, high = float(hu.min()), float(hu.max())
     if low > AIR_HU:
-        raise CaseError(f"{path.name}: no air in the volume (values {low:g} to {high:g}); "
+        raise CaseError(f"{name}: no air in the volume (values {low:g} to {high:g}); "
                         "this does not look like a CT in Hounsfield units")
 
 
@@ -147,10 +155,16 @@ def load_case(case: Case) -> tuple[sitk.Image, sitk.Image, np.ndarray]:
     """Read and check a CT; return it, its canonical view, and the canonical HU array (z, y, x)."""
     if case.problem:
         raise CaseError(case.problem)
-    image = read_image(case.input_path)
+    if case.series:
+        from model.dicom_input import read_series, series_label  # imports this module: loaded on use
+
+        label = series_label(case)
+        image = read_series(case, label)
+    else:
+        label, image = case.input_path, read_image(case.input_path)
     canonical = to_canonical(image)
     hu = sitk.GetArrayViewFromImage(canonical).astype(np.float32)
-    check_hounsfield(hu, case.input_path)
+    check_hounsfield(hu, label)
     return image, canonical, hu
 
 
@@ -238,7 +252,8 @@ def _refuse_collisions(cases: list[Case]) -> list[Case]:
 def discover_cases(input_dir: Path, output_dir: Path, output_slug: str = DEFAULT_OUTPUT_SLUG) -> list[Case]:
     """Every CT under ``input_dir`` and its mask path, for the flat and the grand-challenge layout.
 
-    Flat (INSTANCE): ``input/<name>.nii.gz`` → ``output/<name>.nii.gz``.
+    Flat (INSTANCE): ``input/<name>.nii.gz`` → ``output/<name>.nii.gz``; DICOM series anywhere under
+    ``input`` → ``output/<series name>.nii.gz`` (:mod:`model.dicom_input`).
     Grand-challenge: ``input/<relative_path>/<uuid>.mha`` → ``output/images/<output_slug>/<uuid>.mha``.
     Files reached through links that leave the input folder are refused.
     """
@@ -250,8 +265,11 @@ def discover_cases(input_dir: Path, output_dir: Path, output_slug: str = DEFAULT
                     cases.append(Case(case_name(path), path,
                                       output_dir / "images" / output_slug / f"{case_name(path)}.mha"))
     else:
+        from model.dicom_input import find_series  # imports this module: loaded on use
+
         cases = [Case(case_name(p), p, output_dir / p.name)
                  for p in sorted(input_dir.iterdir()) if _has_suffix(p, FLAT_SUFFIXES)]
+        cases += find_series(input_dir, output_dir, FLAT_SUFFIXES, {c.name for c in cases})
     return _refuse_collisions([
         case if case.problem or _inside(input_dir, case.input_path)
         else Case(case.name, case.input_path, case.output_path,

@@ -31,18 +31,23 @@ Where the time goes and what is done about it (measurements: docs/speed.md, ``be
 - The 2D family runs in ``channels_last`` layout: the layout tensor cores want, and on the CPU 27 %
   faster for the shipped network and 14 % for the seed's (batch norm; with instance norm it was
   not, because of layout copies around every norm). Each residual block's second batch norm is
-  folded into the convolution before it (:func:`model.networks.for_inference`). On CUDA the
-  networks run under fp16 autocast; on the CPU not: bf16 autocast was 8–80× slower on a CPU
-  without native bf16 (docs/speed.md). On the CPU, 3×3 convolutions of at least 128 channels
-  compute by Winograd's algorithm (:mod:`model.winograd`): the seed-size network ran 1.3–1.4×
-  faster; the shipped one has no layer that wide.
+  folded into the convolution before it (:func:`model.networks.for_inference`). Precision and
+  convolution algorithm follow :mod:`model.compute`: fp16 autocast on CUDA, bf16 autocast on a CPU
+  with native bf16 where the manifest allows it, else fp32, with the wide 3×3 convolutions by
+  Winograd's algorithm (:mod:`model.winograd`) on AVX2 CPUs (the seed-size network ran 1.3–1.4×
+  faster on an EPYC).
 
 Optional mirror test-time augmentation averages in the left–right flipped prediction.
+
+With the manifest's ``inference.spacing_zyx`` the case is first resampled to the spacing the folds
+were trained at and the probability brought back to the input grid (:mod:`model.spacing`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from itertools import combinations
 
 import numpy as np
 import torch
@@ -51,8 +56,10 @@ from scipy import ndimage
 from torch import nn
 
 from model.boxes import bounding_box
+from model.compute import ComputePath, choose_path
 from model.crop_border import CropBorderPadding, Sides, crop_sides
 from model.networks import for_inference
+from model.spacing import parse_spacing, resize, spacing_after, target_shape
 from model.weights import Manifest
 from model.windowing import window_slices, window_volume
 from model.winograd import transformed_weights, use_winograd
@@ -102,6 +109,33 @@ def slice_boxes(mask: np.ndarray, context: int, factor: tuple[int, int],
     return boxes
 
 
+@dataclass(frozen=True)
+class Prediction:
+    """The ensemble's probability, and how far its folds agree (results.json's review flag uses it).
+
+    Each fold's own mask is its probability (mirror views averaged) at the manifest's threshold, on
+    the grid the networks ran on; no post-processing.
+    """
+
+    prob: np.ndarray  # (Z, Y, X) float32 on the input grid
+    fold_voxels: tuple[int, ...]  # voxels each fold's own mask holds
+    fold_dice: float  # mean pairwise Dice of the fold masks; 1.0 where both of a pair are empty
+    voxel_ml: float | None  # of the grid the folds ran on (None when the spacing was not given)
+
+    @property
+    def fold_ml(self) -> tuple[float, ...] | None:
+        return None if self.voxel_ml is None else tuple(round(v * self.voxel_ml, 4) for v in self.fold_voxels)
+
+
+def mean_pairwise_dice(masks: list[torch.Tensor]) -> float:
+    """Mean Dice over every pair of masks (a pair of empty masks agrees: 1.0); 1.0 for a single mask."""
+    scores = []
+    for a, b in combinations(masks, 2):
+        total = int(a.sum()) + int(b.sum())
+        scores.append(1.0 if total == 0 else 2.0 * int((a & b).sum()) / total)
+    return float(np.mean(scores)) if scores else 1.0
+
+
 def _on_crop(model: nn.Module, border: CropBorderPadding, sides: Sides) -> Callable[[torch.Tensor, bool], torch.Tensor]:
     """``model`` on a crop whose inner ``sides`` are edge-padded (left and right swap in a flipped view)."""
     def run(inputs: torch.Tensor, flipped: bool) -> torch.Tensor:
@@ -114,16 +148,20 @@ class EnsemblePredictor:
     """Mean probability of the fold models of one weights manifest."""
 
     def __init__(self, models: list[nn.Module], manifest: Manifest, device: torch.device,
-                 mirror: bool | None = None, batch_size: int | None = None, winograd: bool | None = None) -> None:
-        """``winograd``: wide 3×3 convolutions by :mod:`model.winograd` (default: on the CPU)."""
+                 mirror: bool | None = None, batch_size: int | None = None, winograd: bool | None = None,
+                 path: ComputePath | None = None) -> None:
+        """``path``: precision and algorithm (default: :func:`model.compute.choose_path` for ``device``
+        and the manifest's ``cpu_precision``); ``winograd`` overrides the path's choice of Winograd."""
+        self.path = path or choose_path(device, "auto", manifest.inference.get("cpu_precision", "fp32"))
         self.models = [for_inference(model) for model in models]  # the callers' models stay as they are
         self.manifest = manifest
         self.device = device
         self.mirror = bool(manifest.inference.get("mirror", False) if mirror is None else mirror)
         self.batch_size = int(batch_size or manifest.inference.get("batch_size", 8))
         self.crop_margin = int(manifest.inference.get("crop_margin", CROP_MARGIN))
+        self.spacing = parse_spacing(manifest.inference.get("spacing_zyx"))
         self.views = len(self.models) * (2 if self.mirror else 1)  # probabilities summed per voxel
-        winograd = device.type == "cpu" if winograd is None else winograd
+        winograd = self.path.winograd and device.type == "cpu" if winograd is None else winograd
         self.factor = tuple(self.models[0].shape_factor())  # sizes the networks accept are multiples of it
         if manifest.family == "segresnet2d":
             for model in self.models:
@@ -133,8 +171,9 @@ class EnsemblePredictor:
         self.borders = [CropBorderPadding(model) for model in self.models] if manifest.family == "segresnet2d" else []
 
     def _autocast(self) -> torch.autocast:
-        return torch.autocast(device_type=self.device.type, dtype=torch.float16,
-                              enabled=self.device.type == "cuda")
+        """The path's autocast; none once an out-of-memory fallback moved a CUDA path to the CPU."""
+        dtype = self.path.autocast_dtype if self.path.device == self.device.type else None
+        return torch.autocast(device_type=self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
     def _to_device(self, hu: np.ndarray) -> torch.Tensor:
         """Host → device once per case; pinned and asynchronous on CUDA."""
@@ -153,14 +192,36 @@ class EnsemblePredictor:
             prob += torch.sigmoid(run(x.flip(-1), True).float()).flip(-1)
         return prob
 
+    def __call__(self, hu: np.ndarray, spacing_zyx: tuple[float, float, float] | None = None) -> np.ndarray:
+        """(Z, Y, X) Hounsfield units → (Z, Y, X) float32 probability of haemorrhage (see :meth:`predict`)."""
+        return self.predict(hu, spacing_zyx).prob
+
     @torch.inference_mode()
-    def __call__(self, hu: np.ndarray) -> np.ndarray:
-        """(Z, Y, X) Hounsfield units → (Z, Y, X) float32 probability of haemorrhage."""
+    def predict(self, hu: np.ndarray, spacing_zyx: tuple[float, float, float] | None = None) -> Prediction:
+        """The probability and the folds' agreement.
+
+        With ``spacing_zyx`` (mm) and a trained spacing in the manifest, the prediction is made at the
+        trained spacing and the probability resampled back to ``hu``'s grid.
+        """
+        shape = hu.shape if self.spacing is None or spacing_zyx is None else \
+            target_shape(hu.shape, spacing_zyx, self.spacing)
+        grid_ml = None if spacing_zyx is None else float(np.prod(spacing_after(hu.shape, spacing_zyx, shape))) / 1000
+        if shape == hu.shape:
+            prob, masks = self._predict(hu)
+        else:
+            resampled = resize(torch.from_numpy(np.ascontiguousarray(hu, dtype=np.float32)), shape)
+            prob, masks = self._predict(resampled.numpy())
+            prob = resize(torch.from_numpy(prob), hu.shape).clamp_(0.0, 1.0).numpy()
+        voxels = tuple(int(m.sum()) for m in masks) if masks else (0,) * len(self.models)
+        return Prediction(prob, voxels, mean_pairwise_dice(masks), grid_ml)
+
+    def _predict(self, hu: np.ndarray) -> tuple[np.ndarray, list[torch.Tensor]]:
+        """Probability on ``hu``'s own grid, and each fold's mask (of the region it ran on)."""
         prob = np.zeros(hu.shape, dtype=np.float32)
         mask = head_mask(hu)
         box = bounding_box(mask)
         if box is None:
-            return prob
+            return prob, []
         if self.manifest.family == "segresnet2d":
             context = SLICE_CONTEXT[self.manifest.input_mode]
             lo, hi = max(box[0].start - context, 0), min(box[0].stop + context, hu.shape[0])
@@ -172,16 +233,22 @@ class EnsemblePredictor:
             crop = np.ascontiguousarray(hu[lo:hi, rows, cols], dtype=np.float32)
             boxes = [(z, *(slice(s.start - o.start, s.stop - o.start) for s, o in ((r, rows), (c, cols))),
                       crop_sides(r, c, *hu.shape[1:])) for z, r, c in boxes]
-            prob[lo:hi, rows, cols] = self._predict_2d(crop, boxes)
+            prob[lo:hi, rows, cols], masks = self._predict_2d(crop, boxes)
         else:
-            prob[box] = self._predict_3d(np.ascontiguousarray(hu[box], dtype=np.float32))
-        return prob
+            prob[box], masks = self._predict_3d(np.ascontiguousarray(hu[box], dtype=np.float32))
+        return prob, masks
 
-    def _predict_2d(self, hu: np.ndarray, boxes: list[tuple[int, slice, slice, Sides]]) -> np.ndarray:
+    def _fold_mask(self, fold_sum: torch.Tensor) -> torch.Tensor:
+        """One fold's own mask from its summed views."""
+        return fold_sum >= self.manifest.threshold * (self.views // len(self.models))
+
+    def _predict_2d(self, hu: np.ndarray, boxes: list[tuple[int, slice, slice, Sides]]
+                    ) -> tuple[np.ndarray, list[torch.Tensor]]:
         """Probability of the slices in ``boxes`` (z, rows and columns of ``hu``, sides inside the
-        slice); zero elsewhere."""
+        slice), zero elsewhere; and each fold's mask."""
         volume = self._to_device(hu)
         out = torch.zeros(volume.shape, dtype=torch.float32, device=self.device)
+        masks = []
         groups: dict[tuple[int, int, Sides], list[tuple[int, slice, slice]]] = {}
         for z, rows, cols, sides in boxes:  # padded crop size and inner sides → slices of that kind
             size = tuple(-(-(s.stop - s.start) // f) * f for s, f in zip((rows, cols), self.factor, strict=True))
@@ -190,14 +257,17 @@ class EnsemblePredictor:
                    for (height, width, sides), members in groups.items()
                    for start in range(0, len(members), self.batch_size)]
         for model, border in zip(self.models, self.borders, strict=True):  # one fold over every batch, then the next
+            fold = torch.zeros_like(out)
             with transformed_weights(model), self._autocast():
                 for height, width, sides, batch in batches:
                     x = torch.stack([self._window(volume, z, rows, cols, height, width) for z, rows, cols in batch])
                     prob = self._views(x.contiguous(memory_format=torch.channels_last), _on_crop(model, border, sides))
                     for index, (z, rows, cols) in enumerate(batch):
-                        out[z, rows, cols] += prob[index, 0, : rows.stop - rows.start, : cols.stop - cols.start]
+                        fold[z, rows, cols] += prob[index, 0, : rows.stop - rows.start, : cols.stop - cols.start]
+            out += fold
+            masks.append(self._fold_mask(fold))
         out /= self.views
-        return out.cpu().numpy()
+        return out.cpu().numpy(), masks
 
     def _window(self, volume: torch.Tensor, z: int, rows: slice, cols: slice, height: int,
                 width: int) -> torch.Tensor:
@@ -207,7 +277,7 @@ class EnsemblePredictor:
         crop = torch.nn.functional.pad(crop, (0, width - crop.shape[-1], 0, height - crop.shape[-2]), value=PAD_HU)
         return window_slices(crop, self.manifest.input_mode)[z - lo]
 
-    def _predict_3d(self, hu: np.ndarray) -> np.ndarray:
+    def _predict_3d(self, hu: np.ndarray) -> tuple[np.ndarray, list[torch.Tensor]]:
         roi = tuple(int(v) for v in self.manifest.inference.get("roi_size", (16, 192, 192)))
         overlap = float(self.manifest.inference.get("overlap", 0.5))
         x = window_volume(self._to_device(hu))[None]
@@ -217,10 +287,13 @@ class EnsemblePredictor:
                 inputs, roi, self.batch_size, stage, overlap=overlap, mode="gaussian")
 
         total = torch.zeros((1, 1, *x.shape[2:]), dtype=torch.float32, device=self.device)
+        masks = []
         with self._autocast():
             for model in self.models:
                 def cascade(inputs: torch.Tensor, model: nn.Module = model) -> torch.Tensor:
                     stage1 = torch.sigmoid(window(model.stage1)(inputs).float())
                     return window(model.stage2)(torch.cat([inputs, stage1.to(inputs.dtype)], dim=1))
-                total += self._views(x, lambda inputs, _flipped, run=cascade: run(inputs))
-        return (total[0, 0] / self.views).cpu().numpy()
+                fold = self._views(x, lambda inputs, _flipped, run=cascade: run(inputs))
+                total += fold
+                masks.append(self._fold_mask(fold[0, 0]))
+        return (total[0, 0] / self.views).cpu().numpy(), masks

@@ -223,3 +223,20 @@ def test_container_test_needs_cases(sandbox: tuple[Path, dict[str, str]]) -> Non
     result = run_script(repo, "test.sh", env | {"SKIP_BUILD": "1"})
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: {repo}/test/input holds no *.nii.gz case"
+
+
+def test_build_test_and_export_share_one_default_tag() -> None:
+    defaults = {script: re.search(r'^TAG="\$\{1:-\$\{TAG:-([^}]+)\}\}"$', (ROOT / script).read_text(), re.MULTILINE)
+                for script in ("build.sh", "test.sh", "export.sh")}
+    assert all(defaults.values()), defaults
+    assert {m.group(1) for m in defaults.values()} == {"ich-segmentation:latest"}
+
+
+def test_export_without_the_image_says_how_to_build_it(sandbox: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
+    repo, env = sandbox
+    (tmp_path / "bin" / "docker").write_text('#!/usr/bin/env bash\n[[ "$1" != image ]]\n')
+    result = run_script(repo, "export.sh", env | {"OUT_DIR": str(tmp_path / "export")})
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("error: image ich-segmentation:latest not found; build it first: ./build.sh "
+                                     "ich-segmentation:latest (or ./test.sh ich-segmentation:latest, which builds "
+                                     "and tests it)")

@@ -82,13 +82,28 @@ def test_threshold_small_components_and_never_empty():
     prob[1:3, 5:15, 5:15] = 0.9  # 200 voxels
     prob[2, 25, 25] = 0.8  # isolated voxel
     spacing = (5.0, 0.5, 0.5)  # 1.25 µL per voxel
-    mask = postprocess(prob, spacing, 0.5, PostprocessConfig(min_component_ml=0.01))
-    assert mask.dtype == np.uint8 and mask.sum() == 200 and mask[2, 25, 25] == 0
+    cleaned = postprocess(prob, spacing, 0.5, PostprocessConfig(min_component_ml=0.01))
+    assert cleaned.mask.dtype == np.uint8 and cleaned.mask.sum() == 200 and cleaned.mask[2, 25, 25] == 0
+    assert not cleaned.fallback
     faint = prob * 0.5  # nothing reaches 0.5
-    assert postprocess(faint, spacing, 0.5, PostprocessConfig()).sum() == 0
-    kept = postprocess(faint, spacing, 0.5, PostprocessConfig(never_empty=True))
-    assert kept.sum() == 200 and kept[1, 5, 5] == 1
-    assert postprocess(np.zeros_like(prob), spacing, 0.5, PostprocessConfig(never_empty=True)).sum() == 0
+    assert postprocess(faint, spacing, 0.5, PostprocessConfig()).mask.sum() == 0
+    kept = postprocess(faint, spacing, 0.5, PostprocessConfig(never_empty=True, fallback_max_ml=1.0))
+    assert kept.mask.sum() == 200 and kept.mask[1, 5, 5] == 1 and kept.fallback
+    empty = postprocess(np.zeros_like(prob), spacing, 0.5, PostprocessConfig(never_empty=True))
+    assert empty.mask.sum() == 0 and not empty.fallback
+
+
+def test_never_empty_fallback_adds_at_most_its_cap_of_the_most_probable_voxels():
+    rng = np.random.default_rng(0)
+    prob = np.zeros((4, 30, 30), np.float32)
+    prob[1:3, 5:15, 5:15] = 0.3 + 0.1 * rng.random((2, 10, 10))  # 200 voxels, all under the threshold
+    spacing = (5.0, 0.5, 0.5)  # 1.25 µL per voxel: the default 0.1 mL cap is 80 voxels
+    cleaned = postprocess(prob, spacing, 0.5, PostprocessConfig(never_empty=True))
+    assert cleaned.fallback and 0 < cleaned.mask.sum() <= 80
+    assert cleaned.mask.flat[int(np.argmax(prob))] == 1
+    assert prob[cleaned.mask > 0].min() >= np.sort(prob[1:3, 5:15, 5:15].ravel())[::-1][79]
+    tie = np.where(prob > 0, 0.4, 0.0).astype(np.float32)  # a flat plateau: ties are cut at the cap too
+    assert postprocess(tie, spacing, 0.5, PostprocessConfig(never_empty=True)).mask.sum() == 80
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -125,3 +140,37 @@ def test_checkpoint_with_code_is_not_unpickled(tmp_path):
     (tmp_path / "manifest.json").write_text(data.replace(m.folds[0].sha256, sha256_of(tmp_path / "fold0.pt")))
     with pytest.raises(WeightsError, match="pickled objects"):
         load_models(tmp_path, load_manifest(tmp_path), torch.device("cpu"))
+
+
+def test_review_flag_is_raised_when_folds_disagree_or_the_fallback_made_the_mask():
+    from model.predictor import Prediction
+    from model.review import review
+
+    agree = Prediction(np.zeros((1, 2, 2), np.float32), (100, 110), 0.9, 0.01)
+    split = Prediction(np.zeros((1, 2, 2), np.float32), (100, 0), 0.0, 0.01)
+    speck = Prediction(np.zeros((1, 2, 2), np.float32), (3, 0), 0.0, 0.01)  # 0.03 mL in one fold only
+    settings = {"review_min_fold_dice": 0.5, "review_min_ml": 0.1}
+    assert review(agree, settings, fallback=False) == {"fold_dice": 0.9, "fold_ml": [1.0, 1.1], "review": False}
+    flagged = review(split, settings, fallback=False)
+    assert flagged["review"] and "folds disagree" in flagged["review_reason"]
+    assert "1.00, 0.00 mL" in flagged["review_reason"]
+    assert not review(speck, settings, fallback=False)["review"]
+    fallback = review(agree, settings, fallback=True)
+    assert fallback["review"] and "never-empty fallback" in fallback["review_reason"]
+
+
+def test_fold_masks_and_agreement_come_with_the_probability():
+    from model.predictor import mean_pairwise_dice
+
+    a = torch.zeros(4, 4, dtype=torch.bool)
+    a[:2] = True
+    b = a.clone()
+    b[:, :2] = False
+    assert mean_pairwise_dice([a, a]) == 1.0 and mean_pairwise_dice([a, b]) == pytest.approx(2 * 4 / 12)
+    assert mean_pairwise_dice([torch.zeros(2, dtype=torch.bool)] * 3) == 1.0 and mean_pairwise_dice([a]) == 1.0
+    hu = np.full((4, 16, 16), -1000.0, np.float32)
+    hu[1:3, 4:12, 4:12] = 40.0
+    prediction = EnsemblePredictor([ConstantLogit(3.0), ConstantLogit(-3.0)], manifest(), torch.device("cpu")
+                                   ).predict(hu, (5.0, 0.5, 0.5))
+    assert prediction.fold_voxels[1] == 0 and prediction.fold_voxels[0] > 0 and prediction.fold_dice == 0.0
+    assert prediction.fold_ml[0] == pytest.approx(prediction.fold_voxels[0] * 5 * 0.25 / 1000, rel=1e-3)

@@ -11,8 +11,10 @@ import SimpleITK as sitk
 from scipy import ndimage as ndi
 
 from model.synthetic import LABEL_FRACTION, generate_case
+from model.synthetic.dataset import LABEL_MAX_HU, NEGATIVE_SHARE
 from model.synthetic.dataset import main as dataset_main
-from model.synthetic.lesions import SUBTYPES, make_lesion
+from model.synthetic.lesions import SMALL_ML, SUBTYPES, make_lesion
+from model.synthetic.mimics import make_mimics
 from model.synthetic.montage import main as montage_main
 from model.synthetic.sources import load_source
 
@@ -161,3 +163,42 @@ def test_cli_writes_instance_layout_and_montage(tmp_path):
     png = tmp_path / "m.png"
     assert montage_main([str(out), "--out", str(png), "--cases", "3"]) == 0
     assert png.stat().st_size > 1000
+
+
+def test_no_label_voxel_reads_as_bone_or_calcification():
+    """A voxel half blood, half bone (a thin bleed against the skull in a thick slice) reads as bone:
+    labelling such voxels taught the model to paint the inner table. Over bleeds of every subtype
+    against the skull, no labelled voxel's noise-free value is above LABEL_MAX_HU."""
+    for seed, subtype in enumerate(("subdural", "epidural", "subarachnoid")):
+        ct, label, _ = generate_case(30 + seed, "invesalius", subtypes=(subtype,), **SMALL)
+        img, lab = arrays(ct, label)
+        if lab.any():  # noise (SD ≤ 8 HU) and the offset come on top of the noise-free value
+            assert np.percentile(img[lab > 0], 99) <= LABEL_MAX_HU + 30
+    assert LABEL_MAX_HU < 120
+
+
+def test_bleed_sizes_reach_down_to_0_05_ml_and_many_are_small():
+    anat = load_source("phantom")
+    volumes = []
+    for seed in range(60):
+        rng = np.random.default_rng(seed)
+        edits = make_lesion(anat, rng)
+        if edits:
+            volumes.append(float((edits[0].fraction >= 0.5).sum()) * anat.voxel_ml)
+    volumes = np.array(volumes)
+    assert (volumes < 2.0).mean() >= 0.3 and volumes.min() < 0.3 and volumes.max() > 20.0
+    assert SMALL_ML[0] == 0.05
+
+
+def test_dural_sheets_are_a_mimic_at_blood_density_never_labelled():
+    anat = load_source("phantom")
+    mimics = [e for seed in range(12) for e in make_mimics(anat, np.random.default_rng(seed))]
+    sheets = [e for e in mimics if e.kind == "dural_sheet"]
+    assert sheets and all(not e.blood and 50 <= e.hu <= 75 for e in sheets)
+    assert all(e.fraction.max() <= 1.0 and e.fraction.sum() > 0 for e in sheets)
+
+
+def test_a_quarter_of_cases_hold_no_blood():
+    assert NEGATIVE_SHARE >= 0.2
+    empty = sum(generate_case(100 + seed, "phantom", **SMALL)[2]["label_ml"] == 0 for seed in range(16))
+    assert 1 <= empty <= 9

@@ -13,6 +13,7 @@ import torch
 
 import process
 import train
+from model.compute import cpu_has_native_bf16
 from model.io import CaseError
 from model.training import data as training_data
 from model.training import export as export_module
@@ -172,6 +173,17 @@ def test_export_round_trips_into_process(dataset: Path, tmp_path: Path) -> None:
                          "--weights", str(weights), "--device", "cpu"]) == 0
     mask = sitk.ReadImage(str(output / "001.nii.gz"))
     assert mask.GetSize() == (64, 64, 8)
+    if cpu_has_native_bf16():  # bf16 allowed on the CPU only where measured equal to fp32, out of fold
+        agreement = manifest.description["bf16_agreement"]
+        assert manifest.inference["cpu_precision"] == ("auto" if agreement["allowed"] else "fp32")
+        assert agreement["allowed"] == (agreement["dice"] >= 0.99 and agreement["volume_change"] <= 0.01)
+    else:
+        assert manifest.inference["cpu_precision"] == "fp32"
+    assert train.main(["export", "--run", str(run), "--weights", str(tmp_path / "one"), "--folds", "1",
+                       "--min-component-ml", "0", "--crop-margin", "16"]) == 0
+    one = load_manifest(tmp_path / "one")  # a subset of the folds ships, e.g. those trained in the time there was
+    assert len(one.folds) == 1 and one.description["cv_folds"] == "[1] of 2"
+    torch.testing.assert_close(load_models(tmp_path / "one", one, torch.device("cpu"))[0].state_dict()[key], value)
 
 
 def test_export_picks_the_smallest_margin_that_matches_whole_slices(dataset: Path, tmp_path: Path,

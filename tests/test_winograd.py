@@ -131,14 +131,14 @@ def test_the_seed_size_network_gets_it_in_its_wide_layers_and_the_shipped_one_no
 
 
 def test_the_cpu_predictor_runs_it_and_gives_the_direct_probability(tmp_path: Path) -> None:
-    """A network with 128-channel levels (16 filters, five levels): converted on the CPU, and the
+    """A network with 128-channel levels (16 filters, five levels): converted on the AVX2 path, and the
     ensemble's probability is the direct convolution's, crop and edge padding included."""
     tiny_weights(tmp_path, "segresnet2d", network={"init_filters": 16, "blocks_down": (1, 1, 1, 1, 1)},
                  inference={"crop_margin": 16})
     manifest = load_manifest(tmp_path)
     models = load_models(tmp_path, manifest, CPU)
     hu = np.pad(head_volume((4, 48, 40)), ((0, 0), (24, 24), (24, 40)), constant_values=-1000).astype(np.float32)
-    fast = EnsemblePredictor(models, manifest, CPU)
+    fast = EnsemblePredictor(models, manifest, CPU, winograd=True)  # the AVX2 path (model.compute)
     assert any(isinstance(m, WinogradConv2d) for m in fast.models[0].modules())
     assert not any(isinstance(m, WinogradConv2d) for m in models[0].modules())  # the callers' models untouched
     direct = EnsemblePredictor(models, manifest, CPU, winograd=False)

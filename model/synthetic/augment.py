@@ -52,9 +52,9 @@ def sample_params(anat: Anatomy, rng: np.random.Generator, size: int = REFERENCE
     spacing = float(rng.uniform(0.37, 0.60)) if rng.random() < 0.5 else float(rng.normal(0.45, 0.03))
     spacing = max(float(np.clip(spacing, 0.37, 0.60)) * REFERENCE_SIZE / size, head_mm / size)
     return CaseParams(size, spacing, thickness, n_slices, scale,
-                      tuple(float(a) for a in rng.normal(0.0, [6.0, 3.0, 4.0])),
+                      tuple(float(a) for a in rng.normal(0.0, [10.0, 3.0, 4.0])),  # pitch: gantry tilt, chin position
                       tuple(float(s) for s in rng.normal(0.0, [3.0, 6.0, 6.0])),
-                      float(rng.uniform(0.5, 2.5)), float(rng.uniform(4.0, 10.0)), float(rng.normal(0.0, 3.0)),
+                      float(rng.uniform(0.5, 2.5)), float(rng.uniform(2.0, 8.0)), float(rng.normal(0.0, 3.0)),
                       bool(rng.random() < 0.3))
 
 

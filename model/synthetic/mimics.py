@@ -1,7 +1,8 @@
 """Bright non-blood structures (SPEC §1 mimics), added to negatives and positives alike, never labelled.
 
 Calcified pineal gland and choroid plexus (present in most adults), falx calcification, basal-ganglia
-calcification and dense venous sinuses, placed from the anatomy's ventricles, midline and inner table.
+calcification, dense venous sinuses, and a dense falx and tentorium (thin dural sheets at blood's HU,
+which a threshold takes for a subdural), placed from the anatomy's ventricles, midline and inner table.
 """
 
 from __future__ import annotations
@@ -64,4 +65,30 @@ def make_mimics(anat: Anatomy, rng: np.random.Generator) -> list[Edit]:
             box = tuple(slice(int(a), int(b) + 1) for a, b in zip(idx.min(0), idx.max(0), strict=True))
             fraction = (_soft(3.5 - anat.inner_dist[box]) * sinus[box]).astype(np.float32)
             edits.append(Edit(box, fraction, float(rng.uniform(52, 66)), "dense_sinus", False))
+    if rng.random() < 0.5:
+        edits.append(_dural_sheets(anat, rng))
     return [e for e in edits if e is not None]
+
+
+def _dural_sheets(anat: Anatomy, rng: np.random.Generator) -> Edit | None:
+    """A dense falx (midline sheet, upper brain) and tentorium (a sheet sloping up from the back of the
+    skull towards the incisura, over the cerebellum), 1–2 mm thick at 50–75 HU."""
+    spacing = np.asarray(anat.spacing)
+    idx = np.argwhere(anat.intracranial[::2, ::2, ::2]) * 2
+    if len(idx) == 0:
+        return None
+    lo, hi = idx.min(axis=0), idx.max(axis=0) + 1
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+    z = ((np.arange(lo[0], hi[0]) - lo[0]) * spacing[0])[:, None, None]
+    y = ((np.arange(lo[1], hi[1]) - lo[1]) * spacing[1])[None, :, None]
+    x = (np.arange(lo[2], hi[2]) * spacing[2] - anat.midline_x)[None, None, :]
+    height, depth = (hi[0] - lo[0]) * spacing[0], (hi[1] - lo[1]) * spacing[1]
+    half = float(rng.uniform(0.5, 1.0))
+    sheet = np.zeros(anat.intracranial[box].shape, np.float32)
+    if rng.random() < 0.8:  # falx: the upper part of the midline plane
+        sheet = np.maximum(sheet, _soft(half - np.abs(x)) * (z > rng.uniform(0.35, 0.55) * height))
+    if rng.random() < 0.7:  # tentorium: rises anteriorly from the back of the skull, tented at the midline
+        level = rng.uniform(0.2, 0.3) * height + (depth - y) * rng.uniform(0.25, 0.45) - 0.004 * x ** 2
+        sheet = np.maximum(sheet, _soft(half - np.abs(z - level)) * (y > rng.uniform(0.45, 0.6) * depth))
+    fraction = (sheet * anat.intracranial[box] * (anat.inner_dist[box] > 0.5)).astype(np.float32)
+    return Edit(box, fraction, float(rng.uniform(50, 75)), "dural_sheet", False) if fraction.any() else None

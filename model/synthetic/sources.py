@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+import os
 import plistlib
 import subprocess
 import tarfile
@@ -136,7 +137,13 @@ def derive_masks(name: str, hu: np.ndarray, spacing: tuple[float, float, float],
 
 
 def find_invesalius() -> Path:
-    """``Cranium.inv3`` from the installed ``invesalius-examples`` package (via dpkg, no fixed path)."""
+    """``Cranium.inv3`` from the installed ``invesalius-examples`` package (via dpkg, no fixed path), or the
+    file ``$ICH_INVESALIUS`` names (a machine without Debian's packages, e.g. a lent GPU machine)."""
+    override = os.environ.get("ICH_INVESALIUS")
+    if override:
+        if Path(override).is_file():
+            return Path(override)
+        raise SourceUnavailable(f"invesalius: ICH_INVESALIUS={override} is not a file")
     try:
         listing = subprocess.run(["dpkg", "-L", "invesalius-examples"], capture_output=True, text=True, check=False)
     except FileNotFoundError:

@@ -27,10 +27,11 @@ from torch.utils.data import Dataset
 
 from model.io import CaseError, read_image, to_canonical
 from model.predictor import HEAD_HU
+from model.spacing import Spacing, spacing_after, to_spacing
 from model.training.splits import TrainCase
 from model.windowing import window_slices, window_volume
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -51,9 +52,10 @@ class CachedCase:
         return np.load(self.label_path, mmap_mode="r")
 
 
-def _key(case: TrainCase) -> str:
-    """Cache key: both files' absolute paths, sizes and modification times (a changed file is re-read)."""
-    parts = [CACHE_VERSION]
+def _key(case: TrainCase, spacing: Spacing | None) -> str:
+    """Cache key: both files' absolute paths, sizes and modification times (a changed file is re-read),
+    and the spacing the arrays are resampled to."""
+    parts: list = [CACHE_VERSION, spacing]
     for path in (case.image, case.label):
         stat = path.stat()
         parts += [str(path.resolve()), stat.st_size, stat.st_mtime_ns]
@@ -71,17 +73,27 @@ def canonical_arrays(case: TrainCase) -> tuple[np.ndarray, np.ndarray, tuple[flo
     return hu, mask, tuple(float(s) for s in image.GetSpacing()[::-1])
 
 
-def cache_case(case: TrainCase, cache_dir: Path) -> CachedCase:
-    """Read the case once and keep its canonical arrays as ``.npy`` (int16 HU when lossless)."""
-    folder = cache_dir / f"{case.name}-{_key(case)}"
+def cache_case(case: TrainCase, cache_dir: Path, spacing_zyx: Spacing | None = None) -> CachedCase:
+    """Read the case once and keep its canonical arrays as ``.npy`` (int16 HU when lossless).
+
+    With ``spacing_zyx`` the arrays are resampled to it as the predictor resamples a case
+    (:mod:`model.spacing`; the label by the same interpolation, kept where it reaches 0.5), so the
+    networks train on the pixel size they will predict at.
+    """
+    folder = cache_dir / f"{case.name}-{_key(case, spacing_zyx)}"
     meta_path = folder / "meta.json"
     if not meta_path.is_file():
         hu, mask, spacing = canonical_arrays(case)
+        if spacing_zyx is not None:
+            shape = hu.shape
+            hu = np.rint(to_spacing(hu, spacing, spacing_zyx))
+            mask = (to_spacing(mask.astype(np.float32), spacing, spacing_zyx) >= 0.5).astype(np.uint8)
+            spacing = spacing_after(shape, spacing, hu.shape)
         folder.mkdir(parents=True, exist_ok=True)
         integral = np.array_equal(hu, np.rint(hu)) and hu.min() >= -32768 and hu.max() <= 32767
         np.save(folder / "hu.npy", hu.astype(np.int16) if integral else hu)
         np.save(folder / "label.npy", mask)
-        meta = {"spacing_zyx": spacing,
+        meta = {"spacing_zyx": list(spacing),
                 "foreground_slices": np.flatnonzero(mask.any(axis=(1, 2))).tolist(),
                 "head_slices": np.flatnonzero((hu > HEAD_HU).any(axis=(1, 2))).tolist() or list(range(len(hu)))}
         tmp = folder / "meta.json.partial"
@@ -92,10 +104,18 @@ def cache_case(case: TrainCase, cache_dir: Path) -> CachedCase:
                       tuple(meta["foreground_slices"]), tuple(meta["head_slices"]))
 
 
-def slice_input(hu: np.ndarray, z: int, mode: str) -> torch.Tensor:
-    """Network input (C, Y, X) of slice ``z``: windowed with the slice below and above, as inference does."""
+def slice_input(hu: np.ndarray, z: int, mode: str, noise_hu: float = 0.0,
+                rng: np.random.Generator | None = None) -> torch.Tensor:
+    """Network input (C, Y, X) of slice ``z``: windowed with the slice below and above, as inference does.
+
+    ``noise_hu``: Gaussian noise of that SD added in Hounsfield units before windowing (the same noise
+    in every window, as a noisier scan would give).
+    """
     lo, hi = max(z - 1, 0), min(z + 2, hu.shape[0])
-    return window_slices(torch.from_numpy(np.asarray(hu[lo:hi], dtype=np.float32)), mode)[z - lo]
+    stack = np.asarray(hu[lo:hi], dtype=np.float32)
+    if noise_hu > 0 and rng is not None:
+        stack = stack + rng.normal(0.0, noise_hu, stack.shape).astype(np.float32)
+    return window_slices(torch.from_numpy(stack), mode)[z - lo]
 
 
 def crop_centres(hu: np.ndarray, label: np.ndarray) -> dict[str, np.ndarray]:
@@ -117,6 +137,8 @@ class Augment:
     noise_std: float = 0.02
     intensity_scale: float = 0.1
     intensity_shift: float = 0.05
+    noise_hu: float = 6.0  # largest SD of the HU noise added (half the samples): resampling to a coarser
+    # training grid averages a thin-pixel scan's noise away, natively coarse scans keep theirs
 
 
 def _augmentations(spatial_dims: int, aug: Augment, keys: list[str]) -> list[mt.Transform]:
@@ -132,6 +154,7 @@ def _augmentations(spatial_dims: int, aug: Augment, keys: list[str]) -> list[mt.
                        rotate_range=(rotate,) if spatial_dims == 2 else (rotate, 0.0, 0.0),  # about z: in-plane
                        scale_range=(aug.scale,) * spatial_dims),
         mt.RandGaussianNoised("image", prob=0.15, std=aug.noise_std),
+        mt.RandGaussianSmoothd("image", sigma_x=(0.25, 1.0), sigma_y=(0.25, 1.0), sigma_z=(0.25, 1.0), prob=0.15),
         mt.RandScaleIntensityd("image", factors=aug.intensity_scale, prob=0.3),
         mt.RandShiftIntensityd("image", offsets=aug.intensity_shift, prob=0.3),
     ]
@@ -172,9 +195,12 @@ class SliceDataset(_SeededDataset):
     padded to at least ``crop``, cropped around blood (2 of 3 crops) or head tissue, and augmented."""
 
     def __init__(self, cases: list[CachedCase], mode: str, crop: tuple[int, int], length: int, seed: int = 0,
-                 foreground_fraction: float = 0.67, augment: Augment | None = None) -> None:
+                 foreground_fraction: float = 0.5, augment: Augment | None = None) -> None:
+        """``foreground_fraction`` is 0.5: the other half are blood-free slices of every head (skull base,
+        vertex, face), where a model that has seen too few of them paints bone edges and soft tissue."""
         super().__init__(cases, length, seed, foreground_fraction)
         self.mode = mode
+        self.noise_hu = (augment or Augment()).noise_hu if (augment or Augment()).enabled else 0.0
         keys = ["image", "label"]
         self.transform = mt.Compose([
             mt.RandCropByPosNegLabeld(keys, "label", spatial_size=crop, pos=2, neg=1, allow_smaller=True,
@@ -190,7 +216,8 @@ class SliceDataset(_SeededDataset):
         slices = case.foreground_slices if use_blood else case.head_slices
         z = int(slices[int(rng.integers(len(slices)))])
         label = np.asarray(case.label()[z])
-        data = {"image": slice_input(case.hu(), z, self.mode),
+        noise = float(rng.uniform(0.0, self.noise_hu)) if rng.random() < 0.5 else 0.0
+        data = {"image": slice_input(case.hu(), z, self.mode, noise, rng),
                 "label": torch.from_numpy(label.astype(np.float32))[None],
                 **crop_centres(np.asarray(case.hu()[z]), label)}
         return self._run(self.transform, data, rng)

@@ -2,8 +2,10 @@
 
 Settings not given are chosen on the run's own out-of-fold predictions (every fold's model predicts
 the cases it never trained on): the 2D crop margin, the smallest that reproduces whole-slice
-inference, and the post-processing's smallest kept component, the candidate volume with the highest
-mean Dice (ties: the smallest).
+inference; the post-processing's smallest kept component, the candidate volume with the highest
+mean Dice over all held-out cases (a case without blood scores 1 when its mask is empty, else 0;
+ties: the smallest); and, on a CPU with native bf16, whether the CPU may compute in bf16: only when
+bf16 masks match fp32 masks (pooled Dice ≥ 0.99, total volume within 1 %).
 """
 
 from __future__ import annotations
@@ -18,19 +20,24 @@ import numpy as np
 import torch
 from torch import nn
 
+from model.compute import choose_path, cpu_has_native_bf16
 from model.networks import build_network
 from model.postprocess import PostprocessConfig, postprocess
+from model.predictor import EnsemblePredictor
+from model.spacing import parse_spacing
 from model.training.data import CachedCase, cache_case
 from model.training.splits import find_cases, read_splits
 from model.training.validation import dice, predict_case, probe_manifest
 from model.weights import Manifest, write_weights
 from model.windowing import CHANNELS
 
-MIN_COMPONENT_CANDIDATES = (0.0, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)  # mL
+MIN_COMPONENT_CANDIDATES = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)  # mL: real bleeds under 1 mL must survive
 CROP_MARGIN_CANDIDATES = (0, 8, 16, 32, 64)  # pixels
 WHOLE_SLICE = 1 << 16  # a crop margin wider than any slice: the crop is the whole slice
 MARGIN_AGREEMENT = 0.999  # pooled Dice against whole-slice masks that a margin must reach
-TUNING_TABLES = ("crop_margin_agreement", "min_component_ml_oof_dice")  # what the manifest's description keeps
+TUNING_TABLES = ("crop_margin_agreement", "min_component_ml_oof_dice", "bf16_agreement")  # kept in the manifest
+BF16_DICE, BF16_VOLUME = 0.99, 0.01  # bf16 masks against fp32 masks: pooled Dice at least, volume within
+BF16_CASES = 40  # held-out cases the bf16 check predicts twice
 
 
 def _load(path: Path) -> dict:
@@ -39,15 +46,19 @@ def _load(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def fold_states(run: Path, config: dict, checkpoint: str = "best") -> list[dict[str, torch.Tensor]]:
-    """One state dict per fold in the manifest's network layout (the cascade's two stages joined)."""
-    states = []
-    for fold in range(config["folds"]):
+def fold_states(run: Path, config: dict, checkpoint: str = "best",
+                folds: list[int] | None = None) -> dict[int, dict[str, torch.Tensor]]:
+    """The state dict of each fold (default: all) in the manifest's network layout (the cascade's two
+    stages joined)."""
+    states = {}
+    for fold in range(config["folds"]) if folds is None else folds:
+        if not 0 <= fold < config["folds"]:
+            raise ValueError(f"fold {fold} is outside 0..{config['folds'] - 1}")
         if config["family"] == "segresnet2d":
-            states.append(_load(run / f"fold{fold}/{checkpoint}.pt")["model"])
+            states[fold] = _load(run / f"fold{fold}/{checkpoint}.pt")["model"]
         else:
-            states.append({f"{stage}.{key}": value for stage in ("stage1", "stage2")
-                           for key, value in _load(run / f"fold{fold}/{stage}/{checkpoint}.pt")["model"].items()})
+            states[fold] = {f"{stage}.{key}": value for stage in ("stage1", "stage2")
+                            for key, value in _load(run / f"fold{fold}/{stage}/{checkpoint}.pt")["model"].items()}
     return states
 
 
@@ -57,25 +68,29 @@ def _model(config: dict, state: dict, device: torch.device) -> nn.Module:
     return model.to(device).eval()
 
 
-def _held_out(run: Path, config: dict, states: list[dict],
+def _held_out(run: Path, config: dict, states: dict[int, dict],
               device: torch.device) -> Iterator[tuple[CachedCase, nn.Module]]:
-    """Every case of the run's split with the model of the fold that never trained on it."""
-    cases = {c.name: cache_case(c, run / "cache") for c in find_cases(Path(config["dataset"]))}
+    """Every case held out by the exported folds, with the model of the fold that never trained on it."""
+    spacing = parse_spacing(config["inference"].get("spacing_zyx"))
+    cases = {c.name: cache_case(c, run / "cache", spacing) for c in find_cases(Path(config["dataset"]))}
     for fold, split in enumerate(read_splits(run / "splits.json", sorted(cases))):
+        if fold not in states:
+            continue
         model = _model(config, states[fold], device)
         for name in split["val"]:
             yield cases[name], model
 
 
-def tune_out_of_fold(run: Path, config: dict, states: list[dict], threshold: float, device: torch.device,
+def tune_out_of_fold(run: Path, config: dict, states: dict[int, dict], threshold: float, device: torch.device,
                      margins: tuple[int, ...] = CROP_MARGIN_CANDIDATES) -> dict:
     """Choose the 2D crop margin and ``min_component_ml`` on out-of-fold predictions.
 
     The margin is the smallest of ``margins`` whose masks (threshold only) agree with whole-slice
     inference over all held-out cases with pooled Dice ≥ ``MARGIN_AGREEMENT``, else the whole slice:
     how far the crop's border reaches into the result depends on the trained network (docs/speed.md).
-    ``min_component_ml`` is then the candidate with the best mean Dice (never-empty on) at that margin
-    on the cases with haemorrhage (ties: the smallest). The 3D cascade crops to the head, no margin.
+    ``min_component_ml`` is then the candidate with the best mean score (never-empty on) at that margin
+    over all held-out cases, Dice on those with haemorrhage and 1 for an empty mask on those without
+    (ties: the smallest). The 3D cascade crops to the head, no margin.
     """
     compare = config["family"] == "segresnet2d" and len(margins) > 1
     runs = (*margins, WHOLE_SLICE) if compare else margins[:1]
@@ -88,9 +103,9 @@ def tune_out_of_fold(run: Path, config: dict, states: list[dict], threshold: flo
             inference = {**config["inference"], "crop_margin": margin}
             manifest = probe_manifest(config["family"], config["input_mode"], config["network"], inference)
             probs[margin] = predict_case(model, manifest, case, device)
-            for candidate in MIN_COMPONENT_CANDIDATES if label.any() else ():
-                mask = postprocess(probs[margin], case.spacing_zyx, threshold, PostprocessConfig(candidate, True))
-                scores[margin][candidate].append(dice(mask, label))
+            for candidate in MIN_COMPONENT_CANDIDATES:
+                mask = postprocess(probs[margin], case.spacing_zyx, threshold, PostprocessConfig(candidate, True)).mask
+                scores[margin][candidate].append(dice(mask, label) if label.any() else float(not mask.any()))
         if compare:
             reference = probs[WHOLE_SLICE] > threshold
             for margin in margins:
@@ -108,15 +123,40 @@ def tune_out_of_fold(run: Path, config: dict, states: list[dict], threshold: flo
             "min_component_ml": best, "min_component_ml_oof_dice": table}
 
 
+def precision_agreement(run: Path, config: dict, states: dict[int, dict], threshold: float,
+                        inference: dict, cases: int = BF16_CASES) -> dict:
+    """bf16 against fp32 masks (threshold only) on up to ``cases`` held-out cases, on this CPU."""
+    cpu = torch.device("cpu")
+    manifest = probe_manifest(config["family"], config["input_mode"], config["network"], inference)
+    both = total = 0
+    volumes = [0, 0]
+    index = -1
+    for index, (case, model) in enumerate(_held_out(run, config, states, cpu)):
+        if index >= cases:
+            break
+        hu = np.asarray(case.hu(), dtype=np.float32)
+        masks = [EnsemblePredictor([model], manifest, cpu, path=choose_path(cpu, "auto", precision))(hu) > threshold
+                 for precision in ("fp32", "auto")]
+        both += int((masks[0] & masks[1]).sum())
+        total += int(masks[0].sum() + masks[1].sum())
+        volumes = [v + int(m.sum()) for v, m in zip(volumes, masks, strict=True)]
+    pooled = 2 * both / total if total else 1.0
+    change = abs(volumes[1] - volumes[0]) / volumes[0] if volumes[0] else float(volumes[1] > 0)
+    return {"cases": min(index + 1, cases), "dice": round(pooled, 5), "volume_change": round(change, 5),
+            "allowed": pooled >= BF16_DICE and change <= BF16_VOLUME}
+
+
 def export_run(run: Path, weights_dir: Path, checkpoint: str = "best", threshold: float = 0.5,
                min_component_ml: float | None = None, never_empty: bool = True, description: dict | None = None,
-               device: torch.device | None = None, crop_margin: int | None = None) -> Manifest:
-    """Write ``weights_dir`` from the run's folds; ``None`` settings are chosen out-of-fold."""
+               device: torch.device | None = None, crop_margin: int | None = None,
+               folds: list[int] | None = None) -> Manifest:
+    """Write ``weights_dir`` from the run's folds (``folds``: a subset, e.g. those trained in the time
+    there was); ``None`` settings are chosen out-of-fold, on the cases those folds held out."""
     config_path = run / "config.json"
     if not config_path.is_file():
         raise FileNotFoundError(f"{config_path}: not a training run folder (no config.json)")
     config = json.loads(config_path.read_text())
-    states = fold_states(run, config, checkpoint)
+    states = fold_states(run, config, checkpoint, folds)
     inference = dict(config["inference"])
     slices = config["family"] == "segresnet2d"
     tuning = None
@@ -128,17 +168,23 @@ def export_run(run: Path, weights_dir: Path, checkpoint: str = "best", threshold
         crop_margin = tuning["crop_margin"]
     if slices:
         inference["crop_margin"] = int(crop_margin)
+    inference["cpu_precision"] = "fp32"
+    if cpu_has_native_bf16():
+        agreement = precision_agreement(run, config, states, threshold, inference)
+        inference["cpu_precision"] = "auto" if agreement["allowed"] else "fp32"
+        tuning = {**(tuning or {}), "bf16_agreement": agreement}
     scores = []
-    for fold in range(config["folds"]):
+    for fold in states:
         folder = run / f"fold{fold}" / ("stage2" if config["family"] == "cascade3d" else "")
         value = float(_load(folder / f"{checkpoint}.pt").get("val_dice", math.nan))
         scores.append(None if math.isnan(value) else round(value, 4))
     info = {"trained_on": config["dataset"], "training": config.get("training", {}), "checkpoint": checkpoint,
+            "cv_folds": f"{sorted(states)} of {config['folds']}",
             "fold_val_dice": scores, "exported": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     if tuning:
-        info.update({k: tuning[k] for k in TUNING_TABLES if tuning[k]})
+        info.update({k: tuning[k] for k in TUNING_TABLES if tuning.get(k)})
     manifest = {"family": config["family"], "input_mode": config["input_mode"], "network": config["network"],
                 "threshold": threshold, "inference": inference,
                 "postprocess": {"min_component_ml": float(min_component_ml), "never_empty": never_empty},
                 "description": {**info, **(description or {})}}
-    return write_weights(weights_dir, manifest, states)
+    return write_weights(weights_dir, manifest, list(states.values()))

@@ -26,7 +26,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from model.compute import cpu_has_native_bf16
 from model.networks import build_network
+from model.spacing import Spacing, parse_spacing
 from model.training.data import Augment, CachedCase, PatchDataset, SliceDataset, cache_case
 from model.training.distributed import DistInfo, barrier
 from model.training.loop import LoopConfig, fit
@@ -62,19 +64,30 @@ class RunConfig:
         if not path.is_file():
             return
         old = json.loads(path.read_text())
-        for key in ("family", "input_mode", "network", "crop", "folds"):
+        for key in ("family", "input_mode", "network", "crop", "folds", "inference"):
             new = json.loads(json.dumps(asdict(self)[key]))
             if old.get(key) != new:
                 raise ValueError(f"{path}: run was made with {key}={old.get(key)!r}, not {new!r}; use another --out")
 
 
-def _cache_all(dataset: Path, run: Path, info: DistInfo) -> dict[str, CachedCase]:
+def _cache_all(dataset: Path, run: Path, info: DistInfo, spacing: Spacing | None) -> dict[str, CachedCase]:
     """Every rank caches its share, then all read the (now complete) cache."""
     cases = find_cases(dataset)
     for case in cases[info.rank::info.world_size]:
-        cache_case(case, run / "cache")
+        cache_case(case, run / "cache", spacing)
     barrier(info)
-    return {case.name: cache_case(case, run / "cache") for case in cases}
+    return {case.name: cache_case(case, run / "cache", spacing) for case in cases}
+
+
+def training_spacing(family: str, values: list[float] | None) -> list[float | None] | None:
+    """``--spacing``: one value is the in-plane pixel (mm), three are (z, y, x) for the 3D cascade."""
+    if not values:
+        return None
+    if len(values) == 1:
+        return [None, values[0], values[0]]
+    if len(values) == 3 and family == "cascade3d":
+        return list(values)
+    raise ValueError("--spacing takes one in-plane value (mm), or three (z y x) for the 3D cascade")
 
 
 def prepare(args, info: DistInfo) -> tuple[RunConfig, list[dict], dict[str, CachedCase]]:
@@ -87,12 +100,15 @@ def prepare(args, info: DistInfo) -> tuple[RunConfig, list[dict], dict[str, Cach
     network.update({k: v for k, v in given.items() if v is not None and k in network})
     if args.family == "segresnet2d":
         crop = tuple(args.crop)
-        inference = {"batch_size": 8}
+        inference: dict = {"batch_size": 8}
     else:
         if args.input_mode != "windows3":
             raise ValueError("the 3D cascade takes the windows3 input mode only")
         crop = tuple(args.patch)
         inference = {"roi_size": list(crop), "overlap": 0.5, "batch_size": 2}
+    spacing = training_spacing(args.family, getattr(args, "spacing", None))
+    if spacing is not None:
+        inference["spacing_zyx"] = spacing
     factor = tuple(int(f) for f in build_network(args.family, CHANNELS[args.input_mode], network).shape_factor())
     if len(crop) != len(factor) or any(c % f for c, f in zip(crop, factor, strict=True)):
         raise ValueError(f"crop/patch {crop} must be a multiple of the network's shape factor {factor}")
@@ -104,7 +120,7 @@ def prepare(args, info: DistInfo) -> tuple[RunConfig, list[dict], dict[str, Cach
     config = RunConfig(args.family, args.input_mode, network, inference, crop, args.folds, str(args.data), training)
     run.mkdir(parents=True, exist_ok=True)
     config.check_against(run / "config.json")
-    cases = _cache_all(args.data, run, info)
+    cases = _cache_all(args.data, run, info, parse_spacing(spacing))
     names = sorted(cases)
     if info.is_main:
         if args.splits:
@@ -124,7 +140,8 @@ def loop_config(args, family: str) -> LoopConfig:
                       batch_size=args.batch_size or defaults["batch_size"], lr=args.lr or defaults["lr"],
                       weight_decay=defaults["weight_decay"] if args.weight_decay is None else args.weight_decay,
                       optimizer=defaults["optimizer"], workers=args.workers, seed=args.seed, resume=args.resume,
-                      validate_every=args.validate_every)
+                      validate_every=args.validate_every,
+                      bf16=args.device != "cuda" and not getattr(args, "fp32", False) and cpu_has_native_bf16())
 
 
 def _network(config: RunConfig, seed: int) -> nn.Module:

@@ -40,6 +40,7 @@ class LoopConfig:
     seed: int = 0
     resume: bool = False
     validate_every: int = 1
+    bf16: bool = False  # CPU steps under bf16 autocast (where the CPU has native bf16: AMX / AVX512-BF16)
 
 
 def make_optimizer(params: list[nn.Parameter], config: LoopConfig) -> torch.optim.Optimizer:
@@ -71,6 +72,11 @@ def _save(state: dict, path: Path) -> None:
     tmp.replace(path)
 
 
+def _is_2d(model: nn.Module) -> bool:
+    """A network of 2D convolutions (channels_last applies: 3× faster steps with bf16 on AMX)."""
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
 def fit(model: nn.Module, dataset, loss_fn: Callable, val_cases: list[CachedCase],
         val_dice: Callable[[nn.Module, CachedCase], float], out_dir: Path, config: LoopConfig,
         info: DistInfo, desc: str = "train") -> dict:
@@ -86,6 +92,8 @@ def fit(model: nn.Module, dataset, loss_fn: Callable, val_cases: list[CachedCase
     if info.enabled and info.device.type == "cuda":  # batch statistics over the global batch, as one process
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # (PyTorch syncs on GPUs only)
     model.to(info.device)
+    layout = torch.channels_last if _is_2d(model) else torch.contiguous_format
+    model.to(memory_format=layout)
     optimizer = make_optimizer(list(model.parameters()), config)
     total_steps = config.epochs * config.steps_per_epoch
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps, eta_min=0.0)
@@ -114,10 +122,11 @@ def fit(model: nn.Module, dataset, loss_fn: Callable, val_cases: list[CachedCase
         loss_sum, steps = 0.0, 0
         bar = tqdm(loader, desc=f"{desc} epoch {epoch}/{config.epochs}", disable=not info.is_main, leave=False)
         for batch in bar:
-            image = batch["image"].to(info.device, non_blocking=True)
+            image = batch["image"].to(info.device, non_blocking=True).contiguous(memory_format=layout)
             label = batch["label"].to(info.device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device_type=info.device.type, dtype=torch.float16, enabled=cuda):
+            with torch.autocast(device_type=info.device.type, dtype=torch.float16 if cuda else torch.bfloat16,
+                                enabled=cuda or config.bf16):
                 loss = loss_fn(net(image), label)
             scaler.scale(loss).backward()
             scaler.step(optimizer)

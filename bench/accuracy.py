@@ -1,0 +1,135 @@
+"""Accuracy of the shipped model against the HU-rule baseline on the same labelled cases, by bleed size.
+
+    python3 bench/accuracy.py --data data/heldout --subset evaluation [--weights weights] [--out FILE.json]
+
+Each case is read and predicted exactly as ``process.py`` does it (canonical orientation, the
+manifest's spacing, fold ensemble, post-processing); the baseline is :mod:`bench.hu_rule`. Cases
+are binned by their true haemorrhage volume (< 1, 1–5, 5–30, > 30 mL); cases without blood are
+the "normal heads", scored by the mL painted on them. Prints a Markdown table and, with ``--out``,
+writes every case's numbers as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.hu_rule import hu_rule_mask
+from model.io import read_image, to_canonical
+from model.metrics import dice
+from model.postprocess import postprocess, voxel_ml
+from model.predictor import EnsemblePredictor
+from model.training.splits import find_cases
+from model.weights import load_manifest, load_models
+
+BINS = ((0.0, 1.0, "< 1 mL"), (1.0, 5.0, "1–5 mL"), (5.0, 30.0, "5–30 mL"), (30.0, float("inf"), "> 30 mL"))
+
+
+def canonical_array(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
+    image = to_canonical(read_image(path))
+    return sitk.GetArrayFromImage(image).astype(np.float32), tuple(image.GetSpacing()[::-1])
+
+
+def score_cases(data: Path, subset: str, weights: Path) -> list[dict]:
+    """Per case: true mL, and for the model and the rule the predicted mL and DSC (None without blood)."""
+    manifest = load_manifest(weights)
+    device = torch.device("cpu")
+    predictor = EnsemblePredictor(load_models(weights, manifest, device), manifest, device)
+    rows = []
+    for case in find_cases(data, subset):
+        hu, spacing = canonical_array(case.image)
+        label = canonical_array(case.label)[0] > 0
+        started = time.perf_counter()
+        prediction = predictor.predict(hu, spacing)
+        cleaned = postprocess(prediction.prob, spacing, manifest.threshold, manifest.postprocess)
+        seconds = time.perf_counter() - started
+        masks = {"model": cleaned.mask > 0, "rule": hu_rule_mask(hu, spacing) > 0}
+        ml = voxel_ml(spacing)
+        row = {"case": case.name, "true_ml": round(float(label.sum()) * ml, 3), "seconds": round(seconds, 2),
+               "fallback": cleaned.fallback, "fold_dice": round(prediction.fold_dice, 4),
+               "fold_max_ml": max(prediction.fold_ml or (0.0,))}
+        for name, mask in masks.items():
+            row[f"{name}_ml"] = round(float(mask.sum()) * ml, 3)
+            row[f"{name}_dsc"] = round(dice(mask, label), 4) if label.any() else None
+        rows.append(row)
+        print(f"{case.name}: true {row['true_ml']:.2f} mL | model {row['model_ml']:.2f} mL DSC {row['model_dsc']} | "
+              f"rule {row['rule_ml']:.2f} mL DSC {row['rule_dsc']} | {seconds:.1f} s", flush=True)
+    return rows
+
+
+def _mean(values: list[float]) -> str:
+    return f"{np.mean(values):.3f}" if values else "–"
+
+
+def table(rows: list[dict]) -> str:
+    """Markdown: DSC and mean absolute volume error per bin, and mL on the heads without blood."""
+    lines = ["| cases | n | DSC model | DSC HU rule | abs. volume error model (mL) | abs. volume error HU rule (mL) |",
+             "|---|---|---|---|---|---|"]
+    positives = [r for r in rows if r["true_ml"] > 0]
+    groups = [(label, [r for r in positives if low <= r["true_ml"] < high]) for low, high, label in BINS]
+    groups += [("all with blood", positives), ("> 1 mL", [r for r in positives if r["true_ml"] >= 1.0])]
+    for label, group in groups:
+        lines.append(f"| {label} | {len(group)} | {_mean([r['model_dsc'] for r in group])} | "
+                     f"{_mean([r['rule_dsc'] for r in group])} | "
+                     f"{_mean([abs(r['model_ml'] - r['true_ml']) for r in group])} | "
+                     f"{_mean([abs(r['rule_ml'] - r['true_ml']) for r in group])} |")
+    normal = [r for r in rows if r["true_ml"] == 0]
+    model_ml, rule_ml = [r["model_ml"] for r in normal], [r["rule_ml"] for r in normal]
+    if normal:
+        lines.append(f"| no blood: mL painted (mean / max) | {len(normal)} | {np.mean(model_ml):.3f} / "
+                     f"{np.max(model_ml):.3f} mL | {np.mean(rule_ml):.3f} / {np.max(rule_ml):.3f} mL | | |")
+    return "\n".join(lines)
+
+
+def is_bad(row: dict) -> bool:
+    """A case a person should see: a bleed segmented with DSC < 0.5, or ≥ 0.5 mL painted on a normal head."""
+    return row["model_dsc"] < 0.5 if row["true_ml"] > 0 else row["model_ml"] >= 0.5
+
+
+def review_table(rows: list[dict], thresholds: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8),
+                 min_ml: float = 0.1) -> str:
+    """Markdown: for each fold-agreement threshold, how many bad cases the review flag catches and how
+    many good ones it flags too (:mod:`model.review`'s rule)."""
+    bad = [r for r in rows if is_bad(r)]
+    good = [r for r in rows if not is_bad(r)]
+    lines = ["| flag when fold Dice < | bad cases flagged | good cases flagged (false alarms) |", "|---|---|---|"]
+    for threshold in thresholds:
+        def flagged(r: dict, t: float = threshold) -> bool:
+            return r["fold_dice"] < t and r["fold_max_ml"] >= min_ml
+        lines.append(f"| {threshold:.1f} | {sum(map(flagged, bad))} of {len(bad)} | "
+                     f"{sum(map(flagged, good))} of {len(good)} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True, help="INSTANCE-layout folder")
+    parser.add_argument("--subset", default="evaluation", help="sub-folder with data/ and label/ (default evaluation)")
+    parser.add_argument("--weights", type=Path, default=Path(__file__).resolve().parents[1] / "weights")
+    parser.add_argument("--out", type=Path, default=None, help="write the per-case numbers here (JSON)")
+    args = parser.parse_args(argv)
+    print(f"cpu={platform.processor() or platform.machine()} threads={torch.get_num_threads()}", flush=True)
+    rows = score_cases(args.data, args.subset, args.weights)
+    print(table(rows))
+    print()
+    print(review_table(rows))
+    seconds = [r["seconds"] for r in rows]
+    print(f"cases={len(rows)} model_seconds_per_case={np.mean(seconds):.2f} "
+          f"fallbacks={sum(r['fallback'] for r in rows)}")
+    if args.out:
+        args.out.write_text(json.dumps(rows, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

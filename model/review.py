@@ -1,0 +1,35 @@
+"""The review flag: cases whose fold models disagree, which a person should look at first.
+
+Every fold is a model in its own right; where they agree the ensemble's mask is as good as the model
+gets, and where they split (one fold paints a region the others leave, or they draw one bleed very
+differently) the mask is least trustworthy. Measured on held-out generated cases (README, "Review
+flag"), the folds' mean pairwise Dice separates the worst cases: the threshold is the manifest's
+``inference.review_min_fold_dice`` and the flag is raised only when some fold found at least
+``review_min_ml`` (specks a single fold paints on a normal head are not worth a person's time).
+"""
+
+from __future__ import annotations
+
+from model.predictor import Prediction
+
+DEFAULT_MIN_FOLD_DICE = 0.6
+DEFAULT_MIN_ML = 0.1
+
+
+def review(prediction: Prediction, inference: dict, fallback: bool) -> dict:
+    """results.json's fields: the folds' agreement, ``review`` and, when raised, its ``review_reason``."""
+    min_dice = float(inference.get("review_min_fold_dice", DEFAULT_MIN_FOLD_DICE))
+    min_ml = float(inference.get("review_min_ml", DEFAULT_MIN_ML))
+    fold_ml = prediction.fold_ml
+    largest = max(fold_ml) if fold_ml else None
+    record: dict = {"fold_dice": round(prediction.fold_dice, 4), "fold_ml": list(fold_ml) if fold_ml else None}
+    reasons = []
+    if len(prediction.fold_voxels) > 1 and prediction.fold_dice < min_dice and (largest is None or largest >= min_ml):
+        reasons.append(f"folds disagree: mean pairwise Dice {prediction.fold_dice:.2f} < {min_dice:.2f}"
+                       + (f" (fold volumes {', '.join(f'{v:.2f}' for v in fold_ml)} mL)" if fold_ml else ""))
+    if fallback:
+        reasons.append("nothing passed the threshold: the mask is the never-empty fallback, not a finding")
+    record["review"] = bool(reasons)
+    if reasons:
+        record["review_reason"] = "; ".join(reasons)
+    return record

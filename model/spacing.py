@@ -1,0 +1,72 @@
+"""Voxel spacing: a case resampled to the spacing the folds were trained at, and probabilities back.
+
+A network learns the size of things in pixels. INSTANCE's pixels range from 0.37 to 0.60 mm (real
+series go to 1 mm), so a model run at another pixel size than it was trained at sees bleeds, bone
+and scalp at the wrong scale: the shipped model trained at ~0.9 mm painted 60–137 mL on 0.45 mm
+heads. As nnU-Net does, the predictor resamples each case to the manifest's ``spacing_zyx`` (``None``
+on an axis keeps it: the 2D family resamples in-plane only), predicts, and brings the probability
+back to the input's grid before thresholding, so the mask keeps the input's exact geometry.
+
+Downsampling is area-weighted (bilinear with antialiasing): plain bilinear would alias a 0.45 mm
+image's noise into the coarser grid, which a model trained on natively coarse pixels never saw.
+``torch.nn.functional.interpolate`` does this for 2D; along z (3D family only) it is linear.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch.nn import functional
+
+Spacing = tuple[float | None, float | None, float | None]
+TOLERANCE = 0.02  # relative spacing difference below which a case is used as it is (no interpolation)
+
+
+def parse_spacing(value: Sequence[float | None] | None) -> Spacing | None:
+    """A manifest's ``spacing_zyx``: three positive numbers or nulls (axis kept), or nothing at all."""
+    if value is None:
+        return None
+    if len(value) != 3 or any(v is not None and not float(v) > 0 for v in value):
+        raise ValueError(f"spacing_zyx {list(value)!r} must be three positive numbers or nulls (z, y, x)")
+    return tuple(None if v is None else float(v) for v in value)  # type: ignore[return-value]
+
+
+def target_shape(shape: Sequence[int], spacing_zyx: Sequence[float], target: Spacing) -> tuple[int, int, int]:
+    """The (z, y, x) size covering the same field of view at the ``target`` spacing."""
+    out = []
+    for n, have, want in zip(shape, spacing_zyx, target, strict=True):
+        keep = want is None or abs(have / want - 1.0) <= TOLERANCE
+        out.append(int(n) if keep else max(1, round(n * have / want)))
+    return tuple(out)  # type: ignore[return-value]
+
+
+def resize(volume: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """A (Z, Y, X) float tensor resized to ``shape``: in-plane bilinear (antialiased when shrinking),
+    then z linear; the field of view is kept (pixel centres scale, ``align_corners=False``)."""
+    z, y, x = (int(s) for s in shape)
+    out = volume
+    if (y, x) != tuple(out.shape[1:]):
+        shrink = y < out.shape[1] or x < out.shape[2]
+        out = functional.interpolate(out[None], size=(y, x), mode="bilinear", align_corners=False,
+                                     antialias=shrink)[0]
+    if z != out.shape[0]:
+        out = functional.interpolate(out.permute(1, 2, 0), size=z, mode="linear", align_corners=False).permute(2, 0, 1)
+    return out.contiguous()
+
+
+def to_spacing(array: np.ndarray, spacing_zyx: Sequence[float], target: Spacing | None) -> np.ndarray:
+    """``array`` (Z, Y, X) on the ``target`` grid (float32); the same array when nothing changes."""
+    if target is None:
+        return array
+    shape = target_shape(array.shape, spacing_zyx, target)
+    if shape == array.shape:
+        return array
+    return resize(torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)), shape).numpy()
+
+
+def spacing_after(shape_before: Sequence[int], spacing_zyx: Sequence[float],
+                  shape_after: Sequence[int]) -> tuple[float, float, float]:
+    """The spacing of a resized array (same field of view)."""
+    return tuple(float(s) * b / a for s, b, a in zip(spacing_zyx, shape_before, shape_after, strict=True))  # type: ignore[return-value]

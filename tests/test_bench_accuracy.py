@@ -1,0 +1,60 @@
+"""The accuracy benchmark: the HU-rule baseline, and the model-vs-rule table by bleed size."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from bench import accuracy
+from bench.hu_rule import hu_rule_mask, intracranial
+from tests.conftest import ct_image
+
+SPACING_ZYX = (5.0, 0.45, 0.45)
+
+
+def skull_head(blood: bool, shape: tuple[int, int, int] = (6, 96, 96), seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Air, a 1000 HU skull ring with 50 HU scalp outside, 32 HU brain, optionally a 70 HU bleed."""
+    rng = np.random.default_rng(seed)
+    _, y, x = np.ogrid[: shape[0], : shape[1], : shape[2]]
+    r = np.broadcast_to(np.hypot(y - shape[1] / 2, x - shape[2] / 2), shape)
+    hu = np.full(shape, -1000.0)
+    hu[r < 44] = 60.0  # scalp and temporalis: inside the blood window, outside the skull
+    hu[r < 40] = 1000.0
+    hu[r < 34] = 32.0
+    label = np.zeros(shape, dtype=np.uint8)
+    if blood:
+        label[1:4, 40:52, 30:44] = 1
+        hu[label > 0] = 70.0
+    return (hu + rng.normal(0, 3, shape)).astype(np.float32), label
+
+
+def test_hu_rule_takes_blood_inside_the_skull_and_nothing_outside_it():
+    hu, label = skull_head(True)
+    mask = hu_rule_mask(hu, SPACING_ZYX)
+    assert mask[label > 0].mean() > 0.8
+    inside = intracranial(hu, SPACING_ZYX)
+    assert not mask[~inside].any()  # the 60 HU scalp is outside the skull
+    normal, _ = skull_head(False)
+    assert hu_rule_mask(normal, SPACING_ZYX).sum() == 0
+
+
+def test_accuracy_table_bins_cases_and_scores_normal_heads(tmp_path: Path, weights_factory, capsys):
+    root = tmp_path / "set" / "evaluation"
+    for index, blood in enumerate((True, False, True)):
+        hu, label = skull_head(blood, seed=index)
+        for kind, array in (("data", hu.astype(np.int16)), ("label", label)):
+            (root / kind).mkdir(parents=True, exist_ok=True)
+            sitk.WriteImage(ct_image(array), str(root / kind / f"{index + 1:03d}.nii.gz"))
+    out = tmp_path / "rows.json"
+    weights = weights_factory(postprocess={"never_empty": False})
+    assert accuracy.main(["--data", str(tmp_path / "set"), "--weights", str(weights), "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert [r["case"] for r in rows] == ["001", "002", "003"]
+    assert rows[1]["true_ml"] == 0 and rows[1]["rule_ml"] == 0 and rows[1]["model_dsc"] is None
+    assert rows[0]["rule_dsc"] > 0.8 and rows[0]["true_ml"] > 0
+    printed = capsys.readouterr().out
+    assert "| < 1 mL |" in printed and "| no blood: mL painted (mean / max) | 1 |" in printed
+    assert "cpu=" in printed

@@ -1,0 +1,204 @@
+"""DICOM series in, NIfTI mask and DICOM SEG out; every refusal one line, the other series still run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import pytest
+import SimpleITK as sitk
+from PIL import Image
+
+import process
+from model.dicom_input import read_series, series_label, sorted_headers
+from model.dicom_seg import build_segmentation
+from model.io import CaseError, discover_cases, load_case
+from model.weights import load_manifest
+from tests.conftest import tiny_weights
+from tests.dicom_series import BLEED, dicom_head, write_series
+
+HU = dicom_head()
+EXPECTED = np.zeros(HU.shape, np.uint8)
+EXPECTED[BLEED] = 1
+
+# folder → (status, words expected in the message)
+SERIES = {
+    "good": ("ok", ""),
+    "missing": ("error", "uneven slice spacing"),
+    "scout": ("error", "localizer"),
+    "mr": ("error", "modality MR, not CT"),
+    "mixed orientation": ("error", "mixed orientations"),
+    "jpeg": ("error", "cannot be decoded"),
+    "single": ("error", "only one slice"),
+    "tilted": ("error", "tilted gantry"),
+}
+
+
+def write_all(root: Path) -> None:
+    write_series(root / "good", HU)
+    write_series(root / "missing", HU, skip=(3,))
+    write_series(root / "scout", HU, image_type=("ORIGINAL", "PRIMARY", "LOCALIZER"), orientation=(0, 1, 0, 0, 0, -1))
+    write_series(root / "mr", HU, modality="MR")
+    write_series(root / "mixed orientation", HU, orientations={2: (0.995, 0.0998, 0, -0.0998, 0.995, 0)})
+    write_series(root / "jpeg", HU, undecodable=True)
+    write_series(root / "single", HU[:1])
+    write_series(root / "tilted", HU, tilt_mm=1.0)
+
+
+def fake_prediction(_predictor, hu, *_args, **_kwargs):
+    """Probability 1 exactly on the synthetic blood (60–85 HU): a known mask whatever the weights."""
+    return ((hu >= 60) & (hu <= 85)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def dicom_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dicom")
+    write_all(root / "in")
+    tiny_weights(root / "weights")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(process, "predict_with_fallback", fake_prediction)
+        code = process.main(["--input", str(root / "in"), "--output", str(root / "out"),
+                             "--weights", str(root / "weights"), "--qc"])
+    records = {Path(r["input"]).name: r for r in json.loads((root / "out" / "results.json").read_text())["cases"]}
+    return root, records, code
+
+
+def test_every_bad_series_is_refused_in_one_line_and_the_good_one_runs(dicom_run):
+    root, records, code = dicom_run
+    assert code == 1
+    assert set(records) == set(SERIES)
+    for folder, (status, words) in SERIES.items():
+        record = records[folder]
+        assert record["status"] == status, (folder, record)
+        if status == "error":
+            message = record["message"]
+            assert words in message and f"(in {folder})" in message and "\n" not in message, message
+            assert record["output"] is None
+            assert not list((root / "out").glob(f"{record['case']}*")), "a refused series left a file"
+    assert not list((root / "out").rglob(".*partial*"))
+
+
+def test_mask_is_written_in_the_series_geometry(dicom_run):
+    root, records, _ = dicom_run
+    record = records["good"]
+    assert record["output"] == str(root / "out" / f"{record['case']}.nii.gz")
+    mask = sitk.ReadImage(record["output"])
+    assert mask.GetPixelID() == sitk.sitkUInt8 and mask.GetSize() == (64, 64, 6)
+    np.testing.assert_allclose(mask.GetSpacing(), (0.5, 0.45, 5.0), atol=1e-5)
+    np.testing.assert_allclose(mask.GetOrigin(), (-14.0, -16.0, 40.0), atol=1e-4)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(mask), EXPECTED)
+    assert record["voxels"] == int(EXPECTED.sum())
+
+
+def test_seg_frames_reference_the_right_slices_and_equal_the_mask(dicom_run):
+    root, records, _ = dicom_run
+    record = records["good"]
+    seg_file = Path(record["dicom_seg"])
+    assert seg_file == root / "out" / f"{record['case']}.seg.dcm"
+    seg = hd.seg.segread(seg_file)
+    # The generator names files in reverse slice order: ordering by name would fail here.
+    sources = sorted((pydicom.dcmread(p, stop_before_pixels=True) for p in (root / "in" / "good").iterdir()),
+                     key=lambda ds: int(ds.InstanceNumber))
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == sources[0].SeriesInstanceUID
+    segment = seg.SegmentSequence[0]
+    assert segment.SegmentAlgorithmType == "AUTOMATIC" and segment.SegmentLabel == "haemorrhage"
+    assert segment.SegmentedPropertyTypeCodeSequence[0].CodeValue == "50960005"
+    assert segment.SegmentationAlgorithmIdentificationSequence[0].AlgorithmName == "ich-segmentation"
+    referenced = {frame.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+                  for frame in seg.PerFrameFunctionalGroupsSequence}
+    assert referenced == {sources[z].SOPInstanceUID for z in range(*BLEED[0].indices(6))}  # empty frames left out
+    pixels = seg.get_pixels_by_source_instance([ds.SOPInstanceUID for ds in sources], segment_numbers=[1],
+                                               assert_missing_frames_are_empty=True)[..., 0]
+    np.testing.assert_array_equal(pixels, sitk.GetArrayFromImage(sitk.ReadImage(record["output"])))
+
+
+def test_qc_picture_is_written_for_the_good_series(dicom_run):
+    _, records, _ = dicom_run
+    with Image.open(records["good"]["qc"]) as picture:
+        assert picture.format == "PNG"
+
+
+def test_series_are_told_apart_by_uid_and_named_uniquely(tmp_path):
+    inp = tmp_path / "in"
+    write_series(inp / "both", HU, description="Head 5mm", number=3, prefix="A")
+    write_series(inp / "both", HU, description="Head 5mm", number=3, prefix="B")
+    write_series(inp / "patient" / "study" / "series", HU, description="Bone / 1.0", number=4)
+    names = [c.name for c in discover_cases(inp, tmp_path / "out")]
+    assert len(names) == len(set(names)) == 3
+    assert sum(n.startswith("Head_5mm_3_") for n in names) == 2 and any(n.startswith("Bone_1.0_4_") for n in names)
+    taken = next(n for n in names if n.startswith("Bone"))  # a NIfTI file already holding that name
+    sitk.WriteImage(sitk.Image(2, 2, 2, sitk.sitkInt16), str(inp / f"{taken}.nii.gz"))
+    names = [c.name for c in discover_cases(inp, tmp_path / "out")]
+    assert taken in names and f"{taken}_2" in names
+
+
+@pytest.mark.parametrize("orientation", [(1, 0, 0, 0, 1, 0), (1, 0, 0, 0, -1, 0), (0, 1, 0, 0, 0, -1)])
+def test_slices_are_sorted_by_position_and_rescaled(tmp_path, orientation):
+    files = write_series(tmp_path / "s", HU, orientation=orientation)
+    (case,) = discover_cases(tmp_path, tmp_path / "out")
+    image = read_series(case, series_label(case))
+    array = sitk.GetArrayFromImage(image)
+    assert array.dtype == np.float32
+    slice_of_file = []
+    for k, path in enumerate(files):  # file k holds slice k of HU
+        position = [float(v) for v in pydicom.dcmread(path, stop_before_pixels=True).ImagePositionPatient]
+        index = image.TransformPhysicalPointToIndex(position)
+        assert index[:2] == (0, 0)
+        np.testing.assert_array_equal(array[index[2]], HU[k])
+        slice_of_file.append(index[2])
+    headers = sorted_headers(case, "s")
+    for k, path in enumerate(files):
+        assert headers[slice_of_file[k]].SOPInstanceUID == pydicom.dcmread(path).SOPInstanceUID
+    load_case(case)  # canonical orientation and the HU check accept it
+
+
+def test_jpeg_lossless_is_read_through_gdcm(tmp_path):
+    """pydicom has no JPEG-lossless decoder here; GDCM reads it and applies the rescale itself."""
+    files = write_series(tmp_path / "s", HU)
+    for path in files:
+        image = sitk.ReadImage(str(path))
+        writer = sitk.ImageFileWriter()
+        writer.SetImageIO("GDCMImageIO")
+        writer.SetFileName(str(path.with_suffix(".jpeg")))
+        writer.SetUseCompression(True)
+        writer.SetCompressor("JPEG")
+        writer.Execute(sitk.Cast(image, sitk.sitkInt16))
+        compressed = pydicom.dcmread(path.with_suffix(".jpeg"))
+        original = pydicom.dcmread(path)
+        original.file_meta.TransferSyntaxUID = compressed.file_meta.TransferSyntaxUID
+        original.PixelData = compressed.PixelData
+        original.RescaleSlope, original.RescaleIntercept = 1, 0
+        original.save_as(path)
+        path.with_suffix(".jpeg").unlink()
+    assert pydicom.dcmread(files[0]).file_meta.TransferSyntaxUID.name.startswith("JPEG Lossless")
+    (case,) = discover_cases(tmp_path, tmp_path / "out")
+    array = sitk.GetArrayFromImage(read_series(case, "s"))
+    np.testing.assert_array_equal(array, HU.astype(np.float32))
+
+
+def test_unreadable_dicom_file_is_its_own_refused_case_and_dicomdir_is_skipped(tmp_path):
+    write_series(tmp_path / "s", HU)
+    broken = tmp_path / "s" / "broken.dcm"
+    broken.write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00garbage")
+    index = pydicom.Dataset()
+    index.file_meta = pydicom.dataset.FileMetaDataset()
+    index.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.1.3.10"
+    index.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    index.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    index.save_as(tmp_path / "DICOMDIR", enforce_file_format=True)  # skipped, not refused
+    cases = discover_cases(tmp_path, tmp_path / "out")
+    refused = [c for c in cases if c.problem]
+    assert len(cases) == 2 and len(refused) == 1 and "broken.dcm" in refused[0].problem
+    with pytest.raises(CaseError):
+        load_case(refused[0])
+
+
+def test_an_empty_mask_still_makes_a_valid_seg(tmp_path):
+    write_series(tmp_path / "s", HU)
+    (case,) = discover_cases(tmp_path, tmp_path / "out")
+    tiny_weights(tmp_path / "w")
+    seg = build_segmentation(np.zeros(HU.shape, np.uint8), sorted_headers(case, "s"), load_manifest(tmp_path / "w"))
+    assert int(seg.NumberOfFrames) == HU.shape[0]
