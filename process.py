@@ -89,14 +89,14 @@ def segment(case: Case, loaded: Future, predictor: EnsemblePredictor, manifest: 
     spacing_zyx = canonical.GetSpacing()[::-1]
     prediction = predict_with_fallback(predictor, hu, spacing_zyx=spacing_zyx,
                                        say=lambda message: print(f"{case.name}: {message}", flush=True))
-    cleaned = postprocess(prediction.prob, spacing_zyx, manifest.threshold, manifest.postprocess)
+    cleaned = postprocess(prediction.prob, spacing_zyx, manifest.threshold, manifest.postprocess, hu=hu)
     voxels = int(cleaned.mask.sum())
     volume_ml = round(voxels * voxel_ml(spacing_zyx), 6)
     qc = QcRequest(qc_dir / f"{case.name}.png", hu, cleaned.mask, spacing_zyx,
                    f"{case.name}: {volume_ml:.2f} mL haemorrhage") if qc_dir else None
     files = write_case_outputs(case, mask_image(cleaned.mask, canonical, image), manifest, qc)
     return {"voxels": voxels, "volume_ml": volume_ml, "fallback": cleaned.fallback, **files,
-            **review(prediction, manifest.inference, cleaned.fallback)}
+            **review(prediction, manifest.inference)}
 
 
 def check_writable(folder: Path) -> None:

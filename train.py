@@ -71,9 +71,13 @@ def _export_parser(sub: argparse._SubParsersAction) -> None:
     export.add_argument("--checkpoint", choices=("best", "last"), default="best")
     export.add_argument("--folds", type=int, nargs="+", default=None,
                         help="export only these cross-validation folds (default: all of the run's)")
-    export.add_argument("--threshold", type=float, default=0.5)
+    export.add_argument("--threshold", type=float, default=None,
+                        help="of the mean fold probability (default: 0.5–0.8, chosen out-of-fold)")
     export.add_argument("--min-component-ml", type=float, default=None,
                         help="post-processing: drop smaller components (default: chosen out-of-fold)")
+    export.add_argument("--intracranial-share", type=float, default=None,
+                        help="post-processing: drop components with less of their voxels inside the skull "
+                             "(default: 0 or 0.5, chosen out-of-fold)")
     export.add_argument("--crop-margin", type=int, default=None,
                         help="2D: pixels kept around each slice's head (default: chosen out-of-fold)")
     export.add_argument("--no-never-empty", action="store_true", help="allow empty masks (screening use)")
@@ -111,10 +115,12 @@ def export(args: argparse.Namespace) -> int:
             raise ValueError(f"--description {item!r}: expected KEY=VALUE")
         description[key] = value
     manifest = export_run(args.run, args.weights, args.checkpoint, args.threshold, args.min_component_ml,
-                          not args.no_never_empty, description, crop_margin=args.crop_margin, folds=args.folds)
+                          not args.no_never_empty, description, crop_margin=args.crop_margin, folds=args.folds,
+                          intracranial_share=args.intracranial_share)
     total = sum((args.weights / f.file).stat().st_size for f in manifest.folds)
     print(f"wrote {args.weights}: {len(manifest.folds)} fold(s), {total / 1e6:.1f} MB, "
-          f"min_component_ml {manifest.postprocess.min_component_ml}, crop_margin "
+          f"min_component_ml {manifest.postprocess.min_component_ml}, intracranial_share "
+          f"{manifest.postprocess.intracranial_share}, crop_margin "
           f"{manifest.inference.get('crop_margin', '-')}")
     print(json.dumps({k: manifest.description[k] for k in TUNING_TABLES if k in manifest.description}))
     return 0

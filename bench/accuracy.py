@@ -51,7 +51,7 @@ def score_cases(data: Path, subset: str, weights: Path) -> list[dict]:
         label = canonical_array(case.label)[0] > 0
         started = time.perf_counter()
         prediction = predictor.predict(hu, spacing)
-        cleaned = postprocess(prediction.prob, spacing, manifest.threshold, manifest.postprocess)
+        cleaned = postprocess(prediction.prob, spacing, manifest.threshold, manifest.postprocess, hu=hu)
         seconds = time.perf_counter() - started
         masks = {"model": cleaned.mask > 0, "rule": hu_rule_mask(hu, spacing) > 0}
         ml = voxel_ml(spacing)

@@ -199,7 +199,7 @@ def timed_pipeline(path: Path, output: Path, predict: Callable[[np.ndarray], np.
         seconds["ensemble"] = time.perf_counter() - start
         start = time.perf_counter()
         spacing = canonical.GetSpacing()[::-1]
-        mask = postprocess(prob, spacing, manifest.threshold, manifest.postprocess).mask
+        mask = postprocess(prob, spacing, manifest.threshold, manifest.postprocess, hu=hu).mask
         seconds["postprocess"] = time.perf_counter() - start
         start = time.perf_counter()
         write_image_atomic(mask_image(mask, canonical, image), output)
@@ -356,7 +356,8 @@ def run_row(row: Row, workdir: Path, quick: bool = False, repeat: int = 1, preci
         direct = EnsemblePredictor(models, manifest, device, mirror=False, winograd=False,
                                    path=choose_path(device, "fp32"))
         same = same_input_reference(direct, hu.astype(np.float32))
-        same_mask = postprocess(same, to_image(hu).GetSpacing()[::-1], manifest.threshold, manifest.postprocess).mask
+        same_mask = postprocess(same, to_image(hu).GetSpacing()[::-1], manifest.threshold, manifest.postprocess,
+                                hu=hu.astype(np.float32)).mask
         result["dice_same_input"] = dice(ours["mask"], same_mask)
         result["max_abs_dprob_same_input"] = float(np.abs(ours["prob"] - same).max())
     return result

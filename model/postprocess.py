@@ -1,4 +1,9 @@
-"""From ensemble probability to a 0/1 mask: threshold, drop small components, never empty.
+"""From ensemble probability to a 0/1 mask: threshold, drop extracranial and small components, never empty.
+
+- ``intracranial_share``: connected components with less than this share of their voxels inside the
+  skull (:func:`model.anatomy.blood_space`) are removed: an intracranial haemorrhage is inside the
+  skull, and scalp, temporalis and facial soft tissue at 50–70 HU are what an undertrained model
+  paints. Per component, not per voxel, because the skull does not close in every slice.
 
 - ``min_component_ml``: connected components (26-connectivity, so a bleed that continues
   diagonally between thick slices stays one region) smaller than this volume are removed; they
@@ -20,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from model.anatomy import blood_space
 from model.boxes import bounding_box
 
 CONNECTIVITY = ndimage.generate_binary_structure(3, 3)
@@ -30,6 +36,7 @@ class PostprocessConfig:
     min_component_ml: float = 0.0
     never_empty: bool = False
     fallback_max_ml: float = 0.1  # the most the never-empty fallback may add
+    intracranial_share: float = 0.0  # components less inside the skull than this are removed (0: off)
 
 
 @dataclass(frozen=True)
@@ -91,10 +98,35 @@ def most_probable_region(prob: np.ndarray, max_voxels: int | None = None) -> np.
     return region
 
 
+def remove_extracranial(mask: np.ndarray, inside: np.ndarray, share: float) -> np.ndarray:
+    """``mask`` without its connected components of which less than ``share`` lies in ``inside``."""
+    box = bounding_box(mask)
+    if box is None:
+        return mask
+    labels, count = ndimage.label(mask[box], structure=CONNECTIVITY)
+    total = np.bincount(labels.ravel(), minlength=count + 1)
+    within = np.bincount(labels[inside[box]].ravel(), minlength=count + 1)
+    keep = within >= share * total
+    keep[0] = False
+    kept = np.zeros_like(mask)
+    kept[box] = keep[labels]
+    return kept
+
+
 def postprocess(prob: np.ndarray, spacing_zyx: tuple[float, float, float], threshold: float,
-                config: PostprocessConfig) -> Cleaned:
-    """The 0/1 mask of a probability volume, and whether the never-empty fallback made it."""
+                config: PostprocessConfig, hu: np.ndarray | None = None, inside: np.ndarray | None = None) -> Cleaned:
+    """The 0/1 mask of a probability volume, and whether the never-empty fallback made it.
+
+    With ``intracranial_share`` set, the case's HU (``hu``) or its :func:`model.anatomy.blood_space`
+    (``inside``, when it is reused over several calls) is needed.
+    """
     mask = prob >= threshold
+    if config.intracranial_share > 0:
+        if inside is None:
+            if hu is None:
+                raise ValueError("postprocess: intracranial_share is set but neither hu nor inside was given")
+            inside = blood_space(hu, spacing_zyx)
+        mask = remove_extracranial(mask, inside, config.intracranial_share)
     if config.min_component_ml > 0:
         mask = remove_small_components(mask, config.min_component_ml / voxel_ml(spacing_zyx))
     fallback = False

@@ -6,17 +6,19 @@ differently) the mask is least trustworthy. Measured on held-out generated cases
 flag"), the folds' mean pairwise Dice separates the worst cases: the threshold is the manifest's
 ``inference.review_min_fold_dice`` and the flag is raised only when some fold found at least
 ``review_min_ml`` (specks a single fold paints on a normal head are not worth a person's time).
+A mask made by the never-empty fallback is not flagged: results.json says ``fallback: true`` for it,
+and on the held-out cases it was most often a normal head.
 """
 
 from __future__ import annotations
 
 from model.predictor import Prediction
 
-DEFAULT_MIN_FOLD_DICE = 0.6
+DEFAULT_MIN_FOLD_DICE = 0.5
 DEFAULT_MIN_ML = 0.1
 
 
-def review(prediction: Prediction, inference: dict, fallback: bool) -> dict:
+def review(prediction: Prediction, inference: dict) -> dict:
     """results.json's fields: the folds' agreement, ``review`` and, when raised, its ``review_reason``."""
     min_dice = float(inference.get("review_min_fold_dice", DEFAULT_MIN_FOLD_DICE))
     min_ml = float(inference.get("review_min_ml", DEFAULT_MIN_ML))
@@ -27,8 +29,6 @@ def review(prediction: Prediction, inference: dict, fallback: bool) -> dict:
     if len(prediction.fold_voxels) > 1 and prediction.fold_dice < min_dice and (largest is None or largest >= min_ml):
         reasons.append(f"folds disagree: mean pairwise Dice {prediction.fold_dice:.2f} < {min_dice:.2f}"
                        + (f" (fold volumes {', '.join(f'{v:.2f}' for v in fold_ml)} mL)" if fold_ml else ""))
-    if fallback:
-        reasons.append("nothing passed the threshold: the mask is the never-empty fallback, not a finding")
     record["review"] = bool(reasons)
     if reasons:
         record["review_reason"] = "; ".join(reasons)

@@ -47,7 +47,7 @@ def masks_by_path(path: Path, weights: Path) -> dict[str, np.ndarray]:
         predictor = EnsemblePredictor(load_models(weights, manifest, device), manifest, device, path=compute)
         prob = predictor(hu, spacing)
         masks[f"{name} ({compute.precision})"] = postprocess(prob, spacing, manifest.threshold,
-                                                             manifest.postprocess).mask > 0
+                                                             manifest.postprocess, hu=hu).mask > 0
     return masks
 
 

@@ -9,7 +9,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from bench import accuracy
-from bench.hu_rule import hu_rule_mask, intracranial
+from bench.hu_rule import hu_rule_mask
+from model.anatomy import intracranial
 from tests.conftest import ct_image
 
 SPACING_ZYX = (5.0, 0.45, 0.45)

@@ -142,7 +142,7 @@ def test_checkpoint_with_code_is_not_unpickled(tmp_path):
         load_models(tmp_path, load_manifest(tmp_path), torch.device("cpu"))
 
 
-def test_review_flag_is_raised_when_folds_disagree_or_the_fallback_made_the_mask():
+def test_review_flag_is_raised_when_folds_disagree():
     from model.predictor import Prediction
     from model.review import review
 
@@ -150,13 +150,11 @@ def test_review_flag_is_raised_when_folds_disagree_or_the_fallback_made_the_mask
     split = Prediction(np.zeros((1, 2, 2), np.float32), (100, 0), 0.0, 0.01)
     speck = Prediction(np.zeros((1, 2, 2), np.float32), (3, 0), 0.0, 0.01)  # 0.03 mL in one fold only
     settings = {"review_min_fold_dice": 0.5, "review_min_ml": 0.1}
-    assert review(agree, settings, fallback=False) == {"fold_dice": 0.9, "fold_ml": [1.0, 1.1], "review": False}
-    flagged = review(split, settings, fallback=False)
+    assert review(agree, settings) == {"fold_dice": 0.9, "fold_ml": [1.0, 1.1], "review": False}
+    flagged = review(split, settings)
     assert flagged["review"] and "folds disagree" in flagged["review_reason"]
     assert "1.00, 0.00 mL" in flagged["review_reason"]
-    assert not review(speck, settings, fallback=False)["review"]
-    fallback = review(agree, settings, fallback=True)
-    assert fallback["review"] and "never-empty fallback" in fallback["review_reason"]
+    assert not review(speck, settings)["review"]
 
 
 def test_fold_masks_and_agreement_come_with_the_probability():
@@ -174,3 +172,28 @@ def test_fold_masks_and_agreement_come_with_the_probability():
                                    ).predict(hu, (5.0, 0.5, 0.5))
     assert prediction.fold_voxels[1] == 0 and prediction.fold_voxels[0] > 0 and prediction.fold_dice == 0.0
     assert prediction.fold_ml[0] == pytest.approx(prediction.fold_voxels[0] * 5 * 0.25 / 1000, rel=1e-3)
+
+
+def test_components_outside_the_skull_are_removed_inside_ones_kept():
+    from model.anatomy import blood_space
+
+    shape = (4, 64, 64)
+    _, y, x = np.ogrid[: shape[0], : shape[1], : shape[2]]
+    r = np.broadcast_to(np.hypot(y - 32, x - 32), shape)
+    hu = np.where(r < 30, 60.0, -1000.0)  # scalp
+    hu = np.where(r < 27, 1000.0, hu)  # skull
+    hu = np.where(r < 24, 35.0, hu).astype(np.float32)  # brain
+    prob = np.zeros(shape, np.float32)
+    prob[1:3, 28:36, 28:36] = 0.9  # a bleed in the brain
+    prob[1:3, 60:62, 28:36] = 0.9  # the scalp at the bottom edge
+    prob[1:3, 8:12, 30:34] = 0.9  # against the inner table: inside the 2 mm reach
+    spacing = (5.0, 0.5, 0.5)
+    inside = blood_space(hu, spacing)
+    assert inside[2, 32, 32] and not inside[2, 61, 32]
+    config = PostprocessConfig(intracranial_share=0.5)
+    cleaned = postprocess(prob, spacing, 0.5, config, hu=hu).mask
+    assert cleaned[1:3, 28:36, 28:36].all() and cleaned[1:3, 8:12, 30:34].all() and not cleaned[:, 60:62].any()
+    np.testing.assert_array_equal(postprocess(prob, spacing, 0.5, config, inside=inside).mask, cleaned)
+    assert postprocess(prob, spacing, 0.5, PostprocessConfig()).mask[:, 60:62].any()  # off by default
+    with pytest.raises(ValueError, match="intracranial_share"):
+        postprocess(prob, spacing, 0.5, config)

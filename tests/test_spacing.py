@@ -107,9 +107,8 @@ def _store_at(image: sitk.Image, pixel: float) -> sitk.Image:
     ref.SetSpacing((pixel, pixel, image.GetSpacing()[2]))
     ref.SetOrigin(image.GetOrigin())
     ref.SetDirection(image.GetDirection())
-    sigma = [max(0.0, (pixel ** 2 - s ** 2)) ** 0.5 / 2.355 for s in image.GetSpacing()[:2]] + [0.0]
-    smooth = sitk.SmoothingRecursiveGaussian(sitk.Cast(image, sitk.sitkFloat32), sigma) if max(sigma) > 0 \
-        else sitk.Cast(image, sitk.sitkFloat32)
+    variance = [max(0.0, pixel ** 2 - s ** 2) / 2.355 ** 2 for s in image.GetSpacing()[:2]] + [0.0]
+    smooth = sitk.DiscreteGaussian(sitk.Cast(image, sitk.sitkFloat32), variance, useImageSpacing=True)
     return sitk.Resample(smooth, ref, sitk.Transform(), sitk.sitkLinear, -1024.0)
 
 
@@ -126,7 +125,7 @@ def test_shipped_model_gives_one_volume_whatever_the_pixel_size():
         stored = _store_at(ct, pixel)
         hu = sitk.GetArrayFromImage(stored)
         spacing = stored.GetSpacing()[::-1]
-        mask = postprocess(predictor(hu, spacing), spacing, shipped.threshold, shipped.postprocess).mask
+        mask = postprocess(predictor(hu, spacing), spacing, shipped.threshold, shipped.postprocess, hu=hu).mask
         volumes[pixel] = float(mask.sum()) * voxel_ml(spacing)
         image = sitk.GetImageFromArray(mask)
         image.CopyInformation(stored)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from model.anatomy import blood_space
 from model.compute import choose_path, cpu_has_native_bf16
 from model.networks import build_network
 from model.postprocess import PostprocessConfig, postprocess
@@ -32,12 +33,15 @@ from model.weights import Manifest, write_weights
 from model.windowing import CHANNELS
 
 MIN_COMPONENT_CANDIDATES = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)  # mL: real bleeds under 1 mL must survive
+SHARE_CANDIDATES = (0.0, 0.5)  # intracranial_share: off, or components mostly inside the skull
+THRESHOLD_CANDIDATES = (0.5, 0.6, 0.7, 0.8)  # of the mean fold probability
 CROP_MARGIN_CANDIDATES = (0, 8, 16, 32, 64)  # pixels
 WHOLE_SLICE = 1 << 16  # a crop margin wider than any slice: the crop is the whole slice
 MARGIN_AGREEMENT = 0.999  # pooled Dice against whole-slice masks that a margin must reach
-TUNING_TABLES = ("crop_margin_agreement", "min_component_ml_oof_dice", "bf16_agreement")  # kept in the manifest
+TUNING_TABLES = ("crop_margin_agreement", "min_component_ml_oof_dice", "intracranial_share_oof_dice",
+                 "threshold_oof_dice", "bf16_agreement")  # kept in the manifest
 BF16_DICE, BF16_VOLUME = 0.99, 0.01  # bf16 masks against fp32 masks: pooled Dice at least, volume within
-BF16_CASES = 40  # held-out cases the bf16 check predicts twice
+BF16_CASES = 12  # held-out cases the bf16 check predicts twice (each new crop shape costs oneDNN a set-up)
 
 
 def _load(path: Path) -> dict:
@@ -81,46 +85,58 @@ def _held_out(run: Path, config: dict, states: dict[int, dict],
             yield cases[name], model
 
 
-def tune_out_of_fold(run: Path, config: dict, states: dict[int, dict], threshold: float, device: torch.device,
+def tune_out_of_fold(run: Path, config: dict, states: dict[int, dict], threshold: float | None, device: torch.device,
                      margins: tuple[int, ...] = CROP_MARGIN_CANDIDATES) -> dict:
     """Choose the 2D crop margin and ``min_component_ml`` on out-of-fold predictions.
 
     The margin is the smallest of ``margins`` whose masks (threshold only) agree with whole-slice
     inference over all held-out cases with pooled Dice ≥ ``MARGIN_AGREEMENT``, else the whole slice:
     how far the crop's border reaches into the result depends on the trained network (docs/speed.md).
-    ``min_component_ml`` is then the candidate with the best mean score (never-empty on) at that margin
-    over all held-out cases, Dice on those with haemorrhage and 1 for an empty mask on those without
-    (ties: the smallest). The 3D cascade crops to the head, no margin.
+    The threshold (unless given), ``intracranial_share`` and ``min_component_ml`` are then the triple
+    with the best mean score
+    (never-empty on) at that margin over all held-out cases, Dice on those with haemorrhage and 1 for an
+    empty mask on those without (ties: the smallest of each). The 3D cascade crops to the head, no margin.
     """
     compare = config["family"] == "segresnet2d" and len(margins) > 1
     runs = (*margins, WHOLE_SLICE) if compare else margins[:1]
     overlap = {m: [0, 0] for m in margins}  # pooled |a ∧ b| and |a| + |b| against the whole slice's mask
-    scores: dict[int, dict[float, list[float]]] = {m: {c: [] for c in MIN_COMPONENT_CANDIDATES} for m in runs}
+    thresholds = THRESHOLD_CANDIDATES if threshold is None else (threshold,)
+    pairs = [(t, share, ml) for t in thresholds for share in SHARE_CANDIDATES for ml in MIN_COMPONENT_CANDIDATES]
+    scores: dict[int, dict[tuple[float, float, float], list[float]]] = {m: {c: [] for c in pairs} for m in runs}
     for case, model in _held_out(run, config, states, device):
         label = np.asarray(case.label())
+        inside = blood_space(np.asarray(case.hu(), dtype=np.float32), case.spacing_zyx)
         probs = {}
         for margin in runs:
             inference = {**config["inference"], "crop_margin": margin}
             manifest = probe_manifest(config["family"], config["input_mode"], config["network"], inference)
             probs[margin] = predict_case(model, manifest, case, device)
-            for candidate in MIN_COMPONENT_CANDIDATES:
-                mask = postprocess(probs[margin], case.spacing_zyx, threshold, PostprocessConfig(candidate, True)).mask
-                scores[margin][candidate].append(dice(mask, label) if label.any() else float(not mask.any()))
+            for t, share, ml in pairs:
+                config_ = PostprocessConfig(ml, True, intracranial_share=share)
+                mask = postprocess(probs[margin], case.spacing_zyx, t, config_, inside=inside).mask
+                scores[margin][t, share, ml].append(dice(mask, label) if label.any() else float(not mask.any()))
         if compare:
-            reference = probs[WHOLE_SLICE] > threshold
+            reference = probs[WHOLE_SLICE] > thresholds[0]
             for margin in margins:
-                mask = probs[margin] > threshold
+                mask = probs[margin] > thresholds[0]
                 overlap[margin][0] += int((mask & reference).sum())
                 overlap[margin][1] += int(mask.sum() + reference.sum())
     agreement = {str(m): round(2 * both / total if total else 1.0, 5) for m, (both, total) in overlap.items()}
     chosen = next((m for m in margins if agreement[str(m)] >= MARGIN_AGREEMENT), WHOLE_SLICE) if compare \
         else margins[0]
-    table = {str(c): round(float(np.mean(v)), 4) for c, v in scores[chosen].items() if v}
-    if not table:
-        raise ValueError(f"{run}: no held-out case with haemorrhage to choose min_component_ml on; pass it")
-    best = max(MIN_COMPONENT_CANDIDATES, key=lambda c: (table[str(c)], -c))
+    means = {pair: float(np.mean(v)) for pair, v in scores[chosen].items() if v}
+    if not means:
+        raise ValueError(f"{run}: no held-out case to choose min_component_ml on; pass it")
+    t, share, best = max(pairs, key=lambda c: (round(means[c], 6), -c[0], -c[1], -c[2]))
+
+    def best_of(match) -> float:
+        return round(max(v for c, v in means.items() if match(c)), 4)
+
     return {"crop_margin": chosen, "crop_margin_agreement": agreement if compare else None,
-            "min_component_ml": best, "min_component_ml_oof_dice": table}
+            "threshold": t, "min_component_ml": best, "intracranial_share": share,
+            "min_component_ml_oof_dice": {str(ml): round(means[t, share, ml], 4) for ml in MIN_COMPONENT_CANDIDATES},
+            "intracranial_share_oof_dice": {str(s): best_of(lambda c, s=s: c[1] == s) for s in SHARE_CANDIDATES},
+            "threshold_oof_dice": {str(x): best_of(lambda c, x=x: c[0] == x) for x in thresholds}}
 
 
 def precision_agreement(run: Path, config: dict, states: dict[int, dict], threshold: float,
@@ -146,10 +162,10 @@ def precision_agreement(run: Path, config: dict, states: dict[int, dict], thresh
             "allowed": pooled >= BF16_DICE and change <= BF16_VOLUME}
 
 
-def export_run(run: Path, weights_dir: Path, checkpoint: str = "best", threshold: float = 0.5,
+def export_run(run: Path, weights_dir: Path, checkpoint: str = "best", threshold: float | None = None,
                min_component_ml: float | None = None, never_empty: bool = True, description: dict | None = None,
                device: torch.device | None = None, crop_margin: int | None = None,
-               folds: list[int] | None = None) -> Manifest:
+               folds: list[int] | None = None, intracranial_share: float | None = None) -> Manifest:
     """Write ``weights_dir`` from the run's folds (``folds``: a subset, e.g. those trained in the time
     there was); ``None`` settings are chosen out-of-fold, on the cases those folds held out."""
     config_path = run / "config.json"
@@ -160,11 +176,13 @@ def export_run(run: Path, weights_dir: Path, checkpoint: str = "best", threshold
     inference = dict(config["inference"])
     slices = config["family"] == "segresnet2d"
     tuning = None
-    if min_component_ml is None or (slices and crop_margin is None):
+    if min_component_ml is None or intracranial_share is None or threshold is None or (slices and crop_margin is None):
         margins = CROP_MARGIN_CANDIDATES if crop_margin is None else (crop_margin,)
         tuning = tune_out_of_fold(run, config, states, threshold, device or torch.device("cpu"), margins)
         (run / "export_tuning.json").write_text(json.dumps(tuning, indent=1) + "\n")
         min_component_ml = tuning["min_component_ml"] if min_component_ml is None else min_component_ml
+        intracranial_share = tuning["intracranial_share"] if intracranial_share is None else intracranial_share
+        threshold = tuning["threshold"]
         crop_margin = tuning["crop_margin"]
     if slices:
         inference["crop_margin"] = int(crop_margin)
@@ -185,6 +203,7 @@ def export_run(run: Path, weights_dir: Path, checkpoint: str = "best", threshold
         info.update({k: tuning[k] for k in TUNING_TABLES if tuning.get(k)})
     manifest = {"family": config["family"], "input_mode": config["input_mode"], "network": config["network"],
                 "threshold": threshold, "inference": inference,
-                "postprocess": {"min_component_ml": float(min_component_ml), "never_empty": never_empty},
+                "postprocess": {"min_component_ml": float(min_component_ml), "never_empty": never_empty,
+                                "intracranial_share": float(intracranial_share or 0.0)},
                 "description": {**info, **(description or {})}}
     return write_weights(weights_dir, manifest, list(states.values()))
