@@ -16,6 +16,7 @@ import process
 from model.dicom_input import read_series, series_label, sorted_headers
 from model.dicom_seg import build_segmentation
 from model.io import CaseError, discover_cases, load_case
+from model.predictor import Prediction
 from model.weights import load_manifest
 from tests.conftest import tiny_weights
 from tests.dicom_series import BLEED, dicom_head, write_series
@@ -50,7 +51,7 @@ def write_all(root: Path) -> None:
 
 def fake_prediction(_predictor, hu, *_args, **_kwargs):
     """Probability 1 exactly on the synthetic blood (60–85 HU): a known mask whatever the weights."""
-    return ((hu >= 60) & (hu <= 85)).astype(np.float32)
+    return Prediction(((hu >= 60) & (hu <= 85)).astype(np.float32), (0, 0), 1.0, None)
 
 
 @pytest.fixture(scope="module")
