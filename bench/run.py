@@ -295,8 +295,8 @@ def run_row(row: Row, workdir: Path, quick: bool = False, repeat: int = 1, preci
     path = workdir / f"case-{row.slices}-{row.field}.nii.gz"
     sitk.WriteImage(to_image(hu), str(path))
     models, manifest, trained = make_models(row, hu.astype(np.float32), workdir)
-    path = choose_path(device, precision, "auto")  # the machine's path; the row's Dice columns show its effect
-    predictor = EnsemblePredictor(models, manifest, device, mirror=False, path=path)
+    compute = choose_path(device, precision, "auto")  # the machine's path; the row's Dice columns show its effect
+    predictor = EnsemblePredictor(models, manifest, device, mirror=False, path=compute)
 
     def plain(volume: np.ndarray) -> np.ndarray:
         return baseline_probability(models, manifest, volume, device)
@@ -319,7 +319,7 @@ def run_row(row: Row, workdir: Path, quick: bool = False, repeat: int = 1, preci
           f"(runs: {seconds_list(runs[0])})", flush=True)
     result: dict = {
         "row": row.name, "family": row.family, "size": row.size, "device": row.device,
-        "precision": path.precision, "winograd": predictor.path.winograd and device.type == "cpu",
+        "precision": compute.precision, "winograd": compute.winograd and compute.precision == "fp32",
         "network": manifest.network, "input_mode": manifest.input_mode, "trained_weights": trained,
         "case": {"slices": row.slices, "field": row.field, "folds": row.folds},
         "seconds": ours["seconds"], "memory_mb": ours["memory"], "gflop": flops / 1e9,

@@ -8,10 +8,11 @@ The same container lands on different processors, and the fastest exact-enough p
   (channels_last both). It is used only where the weights' manifest allows it (``cpu_precision:
   "auto"``), which export sets after measuring bf16 masks against fp32 masks out of fold (Dice ≥ 0.99,
   volume within 1 %: :func:`model.training.export.precision_agreement`).
-- A CPU with AVX2 but not AVX-512: fp32, and the wide 3 × 3 convolutions by Winograd
-  (:mod:`model.winograd`; 1.3–1.4× for the seed-size network on an AVX2 EPYC, docs/speed.md).
-- Otherwise (AVX-512 without bf16, or the bf16 path refused): fp32 with oneDNN's own convolutions,
-  which use Winograd on AVX-512 themselves.
+- Any other CPU with AVX2 (and one whose bf16 path is refused): fp32, with the wide 3 × 3
+  convolutions by Winograd (:mod:`model.winograd`): 1.3–1.4× for the seed-size network on an AVX2
+  EPYC, and per layer 1.07× (128 channels), 1.36× (256) and 1.87× (512) against oneDNN's fp32 on the
+  AVX-512 Xeon too (``bench/conv_paths.py``), where bf16 is 6–7× faster than either.
+- Without AVX2: fp32 with oneDNN's own convolutions.
 
 Without native bf16, bf16 is emulated and 8–80× slower than fp32 (measured on the EPYC), so it is
 never chosen there. ``precision="fp32"`` (process.py ``--precision fp32``) forces fp32.
@@ -83,8 +84,8 @@ def choose_path(device: torch.device, precision: str = "auto", manifest_precisio
         return ComputePath("cuda", "fp16", False, torch.cuda.get_device_name(device), "CUDA: fp16 autocast")
     flags = cpu_flags() if flags is None else flags
     name = cpu_model()
-    winograd = "avx2" in flags and "avx512f" not in flags
-    fp32_reason = "AVX2 without AVX-512: Winograd for wide convolutions" if winograd else "oneDNN convolutions"
+    winograd = "avx2" in flags
+    fp32_reason = "AVX2: Winograd for wide convolutions" if winograd else "oneDNN convolutions"
     if not cpu_has_native_bf16(flags):
         return ComputePath("cpu", "fp32", winograd, name, f"fp32, no native bf16; {fp32_reason}")
     if precision == "fp32":

@@ -19,10 +19,10 @@ SAPPHIRE = SKYLAKE | {"avx512_bf16", "amx_bf16", "amx_tile"}
 
 @pytest.mark.parametrize(("flags", "user", "manifest", "precision", "winograd"), [
     (EPYC, "auto", "auto", "fp32", True),  # no native bf16: fp32, hand-written Winograd
-    (SKYLAKE, "auto", "auto", "fp32", False),  # AVX-512: oneDNN's own convolutions
+    (SKYLAKE, "auto", "auto", "fp32", True),  # AVX-512 without bf16: Winograd measured faster in fp32 too
     (SAPPHIRE, "auto", "auto", "bf16", False),
-    (SAPPHIRE, "fp32", "auto", "fp32", False),  # forced by the user
-    (SAPPHIRE, "auto", "fp32", "fp32", False),  # the weights were not measured equal in bf16
+    (SAPPHIRE, "fp32", "auto", "fp32", True),  # forced by the user
+    (SAPPHIRE, "auto", "fp32", "fp32", True),  # the weights were not measured equal in bf16
     (set(), "auto", "auto", "fp32", False),  # no AVX2 at all: plain
 ])
 def test_path_follows_the_processor_the_user_and_the_manifest(flags, user, manifest, precision, winograd):
