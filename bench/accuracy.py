@@ -19,25 +19,19 @@ import time
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.hu_rule import hu_rule_mask
-from model.io import read_image, to_canonical
 from model.metrics import dice
 from model.postprocess import postprocess, voxel_ml
 from model.predictor import EnsemblePredictor
+from model.training.data import canonical_arrays
 from model.training.splits import find_cases
 from model.weights import load_manifest, load_models
 
 BINS = ((0.0, 1.0, "< 1 mL"), (1.0, 5.0, "1–5 mL"), (5.0, 30.0, "5–30 mL"), (30.0, float("inf"), "> 30 mL"))
-
-
-def canonical_array(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
-    image = to_canonical(read_image(path))
-    return sitk.GetArrayFromImage(image).astype(np.float32), tuple(image.GetSpacing()[::-1])
 
 
 def score_cases(data: Path, subset: str, weights: Path) -> list[dict]:
@@ -47,8 +41,8 @@ def score_cases(data: Path, subset: str, weights: Path) -> list[dict]:
     predictor = EnsemblePredictor(load_models(weights, manifest, device), manifest, device)
     rows = []
     for case in find_cases(data, subset):
-        hu, spacing = canonical_array(case.image)
-        label = canonical_array(case.label)[0] > 0
+        hu, label_array, spacing = canonical_arrays(case)  # read as training and process.py read a case
+        label = label_array > 0
         started = time.perf_counter()
         prediction = predictor.predict(hu, spacing)
         cleaned = postprocess(prediction.prob, spacing, manifest.threshold, manifest.postprocess, hu=hu)

@@ -200,13 +200,14 @@ class SliceDataset(_SeededDataset):
         vertex, face), where a model that has seen too few of them paints bone edges and soft tissue."""
         super().__init__(cases, length, seed, foreground_fraction)
         self.mode = mode
-        self.noise_hu = (augment or Augment()).noise_hu if (augment or Augment()).enabled else 0.0
+        augment = augment or Augment()
+        self.noise_hu = augment.noise_hu if augment.enabled else 0.0
         keys = ["image", "label"]
         self.transform = mt.Compose([
             mt.RandCropByPosNegLabeld(keys, "label", spatial_size=crop, pos=2, neg=1, allow_smaller=True,
                                       fg_indices_key="fg", bg_indices_key="bg"),
             mt.SpatialPadd(keys, spatial_size=crop, value=0),
-            *_augmentations(2, augment or Augment(), keys),
+            *_augmentations(2, augment, keys),
         ])
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
