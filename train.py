@@ -61,6 +61,9 @@ def _fit_parser(sub: argparse._SubParsersAction) -> None:
     fit.add_argument("--fp32", action="store_true",
                      help="CPU: no bf16 autocast even where the CPU has native bf16 (AMX / AVX512-BF16)")
     fit.add_argument("--resume", action="store_true", help="continue each fold from its last.pt")
+    fit.add_argument("--init-from", type=Path, default=None,
+                     help="warm restart: begin each fold from this earlier run's best.pt of the same fold (give "
+                          "that run's splits.json with --splits), with a new optimiser and schedule")
     fit.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
 
 

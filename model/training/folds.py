@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -144,6 +144,14 @@ def loop_config(args, family: str) -> LoopConfig:
                       bf16=args.device != "cuda" and not getattr(args, "fp32", False) and cpu_has_native_bf16())
 
 
+def fold_loop(args, family: str, sub: str) -> LoopConfig:
+    """The loop settings of the checkpoint folder ``sub`` (``fold0``, ``fold0/stage1``...): with
+    ``--init-from RUN``, warm-started from that run's checkpoint of the same folder (same split)."""
+    loop = loop_config(args, family)
+    init = getattr(args, "init_from", None)
+    return replace(loop, init_from=init / sub / "best.pt") if init is not None else loop
+
+
 def _network(config: RunConfig, seed: int) -> nn.Module:
     torch.manual_seed(seed)  # every rank builds the same initial weights
     return build_network(config.family, CHANNELS[config.input_mode], config.network)
@@ -151,7 +159,7 @@ def _network(config: RunConfig, seed: int) -> nn.Module:
 
 def train_fold_2d(args, config: RunConfig, split: dict, cases: dict[str, CachedCase], fold: int,
                   info: DistInfo) -> dict:
-    loop = loop_config(args, config.family)
+    loop = fold_loop(args, config.family, f"fold{fold}")
     model = _network(config, args.seed + fold)
     dataset = SliceDataset([cases[n] for n in split["train"]], config.input_mode, config.crop,
                            loop.steps_per_epoch * loop.batch_size, seed=args.seed + fold,
@@ -197,7 +205,7 @@ def stage1_oof(args, config: RunConfig, splits: list[dict], cases: dict[str, Cac
 
 def train_fold_3d(args, config: RunConfig, splits: list[dict], cases: dict[str, CachedCase], fold: int,
                   info: DistInfo) -> dict:
-    loop = loop_config(args, config.family)
+    loop = fold_loop(args, config.family, f"fold{fold}/stage{args.stage}")
     split = splits[fold]
     train_cases, val_cases = [cases[n] for n in split["train"]], [cases[n] for n in split["val"]]
     cascade = _network(config, args.seed + fold)

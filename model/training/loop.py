@@ -41,6 +41,7 @@ class LoopConfig:
     resume: bool = False
     validate_every: int = 1
     bf16: bool = False  # CPU steps under bf16 autocast (where the CPU has native bf16: AMX / AVX512-BF16)
+    init_from: Path | None = None  # warm start: a checkpoint whose model weights a fresh run begins from
 
 
 def make_optimizer(params: list[nn.Parameter], config: LoopConfig) -> torch.optim.Optimizer:
@@ -107,6 +108,10 @@ def fit(model: nn.Module, dataset, loss_fn: Callable, val_cases: list[CachedCase
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         start_epoch, best = int(state["epoch"]) + 1, float(state["best_dice"])
+    elif config.init_from is not None:  # new optimiser and schedule (a warm restart), earlier weights
+        if not config.init_from.is_file():
+            raise FileNotFoundError(f"{config.init_from}: no checkpoint to start from")
+        model.load_state_dict(torch.load(config.init_from, map_location=info.device, weights_only=True)["model"])
     rows = _read_log(log_path, start_epoch - 1)
 
     net = DistributedDataParallel(model, device_ids=[info.device.index] if cuda else None) if info.enabled else model

@@ -11,9 +11,11 @@ from torch import nn
 
 
 def dice_bce() -> DiceCELoss:
-    """Per-sample soft Dice (``batch=False``, so a step's loss is the mean over samples: the same for any
-    split of the batch over processes) plus BCE with logits."""
-    return DiceCELoss(sigmoid=True, batch=False)
+    """Batch soft Dice (``batch=True``: one Dice over the whole batch, as nnU-Net's batch Dice) plus BCE
+    with logits. Per-sample Dice scored every blood-free crop as a separate all-or-nothing term, and one
+    fold collapsed to painting nothing under it (docs/training.md); over a batch, a blood-free crop
+    only adds its false positives. Under DDP each process's batch is its own Dice term."""
+    return DiceCELoss(sigmoid=True, batch=True)
 
 
 def build_loss(family: str) -> nn.Module:
