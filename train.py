@@ -81,6 +81,9 @@ def _export_parser(sub: argparse._SubParsersAction) -> None:
     export.add_argument("--intracranial-share", type=float, default=None,
                         help="post-processing: drop components with less of their voxels inside the skull "
                              "(default: 0 or 0.5, chosen out-of-fold)")
+    export.add_argument("--keep-peak", type=float, default=None,
+                        help="post-processing: keep a smaller component whose peak probability reaches this "
+                             "(default: 0.9–0.99 or off, chosen out-of-fold)")
     export.add_argument("--crop-margin", type=int, default=None,
                         help="2D: pixels kept around each slice's head (default: chosen out-of-fold)")
     export.add_argument("--no-never-empty", action="store_true", help="allow empty masks (screening use)")
@@ -119,10 +122,11 @@ def export(args: argparse.Namespace) -> int:
         description[key] = value
     manifest = export_run(args.run, args.weights, args.checkpoint, args.threshold, args.min_component_ml,
                           not args.no_never_empty, description, crop_margin=args.crop_margin, folds=args.folds,
-                          intracranial_share=args.intracranial_share)
+                          intracranial_share=args.intracranial_share, keep_peak=args.keep_peak)
     total = sum((args.weights / f.file).stat().st_size for f in manifest.folds)
     print(f"wrote {args.weights}: {len(manifest.folds)} fold(s), {total / 1e6:.1f} MB, "
-          f"min_component_ml {manifest.postprocess.min_component_ml}, intracranial_share "
+          f"min_component_ml {manifest.postprocess.min_component_ml}, keep_peak {manifest.postprocess.keep_peak}, "
+          f"intracranial_share "
           f"{manifest.postprocess.intracranial_share}, crop_margin "
           f"{manifest.inference.get('crop_margin', '-')}")
     print(json.dumps({k: manifest.description[k] for k in TUNING_TABLES if k in manifest.description}))

@@ -8,6 +8,10 @@
 - ``min_component_ml``: connected components (26-connectivity, so a bleed that continues
   diagonally between thick slices stays one region) smaller than this volume are removed; they
   are mostly isolated false positives at calcifications and bone edges.
+- ``keep_peak``: a component under ``min_component_ml`` stays when its most probable voxel reaches
+  this probability. A size rule alone drops every bleed under the minimum, however sure the
+  ensemble is; false positives at bone edges and calcifications are mostly small *and* unsure.
+  Chosen out of fold with the other settings (``train.py export``); 1.0 or more turns it off.
 - ``never_empty``: when nothing survives, keep the most probable region instead: the connected
   region of voxels with probability ≥ half the maximum that contains the maximum, cut to its
   ``fallback_max_ml`` most probable voxels (0.1 mL). The official Hausdorff distance of an empty
@@ -37,6 +41,7 @@ class PostprocessConfig:
     never_empty: bool = False
     fallback_max_ml: float = 0.1  # the most the never-empty fallback may add
     intracranial_share: float = 0.0  # components less inside the skull than this are removed (0: off)
+    keep_peak: float = 1.0  # small components whose peak probability reaches this stay (≥ 1: off)
 
 
 @dataclass(frozen=True)
@@ -52,8 +57,10 @@ def voxel_ml(spacing_zyx: tuple[float, float, float]) -> float:
     return float(np.prod(spacing_zyx)) / 1000.0
 
 
-def remove_small_components(mask: np.ndarray, min_voxels: float) -> np.ndarray:
-    """``mask`` without its connected components of fewer than ``min_voxels`` voxels.
+def remove_small_components(mask: np.ndarray, min_voxels: float, prob: np.ndarray | None = None,
+                            keep_peak: float = 1.0) -> np.ndarray:
+    """``mask`` without its connected components of fewer than ``min_voxels`` voxels, except those
+    whose maximum of ``prob`` reaches ``keep_peak`` (when ``prob`` is given).
 
     Labels only the mask's bounding box, which holds every component: a bleed spans a few percent
     of a head CT, and labelling the whole 512 × 512 × 70 volume took most of the post-processing.
@@ -63,8 +70,12 @@ def remove_small_components(mask: np.ndarray, min_voxels: float) -> np.ndarray:
     box = bounding_box(mask)
     if box is None:
         return mask
-    labels, _ = ndimage.label(mask[box], structure=CONNECTIVITY)
+    labels, count = ndimage.label(mask[box], structure=CONNECTIVITY)
     keep = np.bincount(labels.ravel()) >= min_voxels
+    if prob is not None and keep_peak < 1.0 and count:
+        peaks = np.zeros(count + 1)
+        peaks[1:] = ndimage.maximum(prob[box], labels, index=np.arange(1, count + 1))
+        keep |= peaks >= keep_peak
     keep[0] = False
     kept = np.zeros_like(mask)
     kept[box] = keep[labels]
@@ -128,7 +139,8 @@ def postprocess(prob: np.ndarray, spacing_zyx: tuple[float, float, float], thres
             inside = blood_space(hu, spacing_zyx)
         mask = remove_extracranial(mask, inside, config.intracranial_share)
     if config.min_component_ml > 0:
-        mask = remove_small_components(mask, config.min_component_ml / voxel_ml(spacing_zyx))
+        mask = remove_small_components(mask, config.min_component_ml / voxel_ml(spacing_zyx), prob,
+                                       config.keep_peak)
     fallback = False
     if config.never_empty and not mask.any():
         mask = most_probable_region(prob, max(1, int(config.fallback_max_ml / voxel_ml(spacing_zyx))))

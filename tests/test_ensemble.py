@@ -93,6 +93,19 @@ def test_threshold_small_components_and_never_empty():
     assert empty.mask.sum() == 0 and not empty.fallback
 
 
+def test_a_small_component_stays_when_its_peak_is_sure_enough():
+    prob = np.zeros((4, 30, 30), np.float32)
+    prob[1, 5:8, 5:8] = 0.8  # 9 voxels, unsure
+    prob[2, 20:23, 20:23] = 0.8
+    prob[2, 21, 21] = 0.97  # 9 voxels, one of them sure
+    spacing = (5.0, 0.5, 0.5)  # 1.25 µL per voxel: 0.05 mL is 40 voxels, more than either
+    sized = postprocess(prob, spacing, 0.5, PostprocessConfig(min_component_ml=0.05))
+    assert sized.mask.sum() == 0
+    sure = postprocess(prob, spacing, 0.5, PostprocessConfig(min_component_ml=0.05, keep_peak=0.95))
+    assert sure.mask.sum() == 9 and sure.mask[2, 21, 21] == 1 and sure.mask[1, 6, 6] == 0 and not sure.fallback
+    assert postprocess(prob, spacing, 0.5, PostprocessConfig(min_component_ml=0.05, keep_peak=0.98)).mask.sum() == 0
+
+
 def test_never_empty_fallback_adds_at_most_its_cap_of_the_most_probable_voxels():
     rng = np.random.default_rng(0)
     prob = np.zeros((4, 30, 30), np.float32)

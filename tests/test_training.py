@@ -10,17 +10,20 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from scipy import ndimage
 
 import process
 import train
 from model.compute import cpu_has_native_bf16
 from model.io import CaseError
+from model.postprocess import PostprocessConfig, most_probable_region, postprocess, voxel_ml
 from model.training import data as training_data
 from model.training import export as export_module
 from model.training.data import SliceDataset, cache_case, crop_centres, slice_input
 from model.training.export import CROP_MARGIN_CANDIDATES, WHOLE_SLICE
 from model.training.losses import build_loss, dice_bce
 from model.training.splits import find_cases, make_splits, read_splits, write_splits
+from model.training.validation import dice
 from model.weights import load_manifest, load_models
 from model.windowing import window_slices
 
@@ -148,6 +151,25 @@ def test_resumed_run_continues_where_it_stopped(dataset: Path, tmp_path: Path,
     assert [r["epoch"] for r in log_rows(tmp_path / "split/fold1/training_log.csv")] == ["1", "2"]
 
 
+def test_warm_restart_begins_from_the_earlier_runs_fold(dataset: Path, tmp_path: Path) -> None:
+    args = ["--fold", "1", "--folds", "2", "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "2"]
+    assert fit(dataset, tmp_path / "first", *args) == 0
+    splits = str(tmp_path / "first/splits.json")
+    assert fit(dataset, tmp_path / "second", *args, "--lr", "1e-12", "--splits", splits,
+               "--init-from", str(tmp_path / "first")) == 0
+    assert fit(dataset, tmp_path / "fresh", *args, "--lr", "1e-12", "--splits", splits) == 0
+    first = torch.load(tmp_path / "first/fold1/best.pt", weights_only=True)["model"]
+    second = torch.load(tmp_path / "second/fold1/last.pt", weights_only=True)["model"]
+    fresh = torch.load(tmp_path / "fresh/fold1/last.pt", weights_only=True)["model"]
+    convs = [k for k, v in first.items() if k.endswith("conv.weight") or (v.ndim == 4 and v.is_floating_point())]
+    assert convs
+    for key in convs:  # a step at lr 1e-12 leaves the warm start's weights where they were
+        torch.testing.assert_close(second[key], first[key], rtol=1e-5, atol=1e-6)
+    assert any(not torch.allclose(fresh[k], first[k], atol=1e-4) for k in convs)  # not the seed's init
+    assert train.main(["fit", "--data", str(dataset), "--out", str(tmp_path / "none"), *TINY_2D, *args,
+                       "--init-from", str(tmp_path / "missing")]) == 2  # one-line error, no traceback
+
+
 def test_export_round_trips_into_process(dataset: Path, tmp_path: Path) -> None:
     run, weights = tmp_path / "run", tmp_path / "weights"
     assert fit(dataset, run, "--folds", "2", "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "2") == 0
@@ -209,6 +231,26 @@ def test_export_picks_the_smallest_margin_that_matches_whole_slices(dataset: Pat
     assert agreement["0"] == agreement["8"] == agreement["16"] < 0.999 and agreement["32"] == agreement["64"] == 1.0
     assert sorted(set(seen)) == [*CROP_MARGIN_CANDIDATES, WHOLE_SLICE] and len(seen) == 6 * 4  # 4 held-out cases
     assert manifest.description["min_component_ml_oof_dice"]["0.0"] == 1.0  # scored at margin 32: the label
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_tuning_scores_equal_postprocessing_each_candidate(seed: int) -> None:
+    """Export scores every (min component, keep peak) pair from one labelling; each score must equal
+    running post-processing with that pair and scoring its mask (with and without blood)."""
+    rng = np.random.default_rng(seed)
+    prob = ndimage.gaussian_filter(rng.random((6, 40, 40)), 1.5).astype(np.float32)
+    prob = (prob - prob.min()) / (prob.max() - prob.min())
+    label = (ndimage.gaussian_filter(rng.random((6, 40, 40)), 2) > 0.52).astype(np.uint8)
+    spacing, threshold = (5.0, 0.5, 0.5), 0.6
+    mask = prob >= threshold
+    pairs = [(ml, peak) for ml in (0.0, 0.005, 0.02, 0.1, 1.0) for peak in (1.0, 0.97, 0.9, 0.7)]
+    fallback = most_probable_region(prob, max(1, int(PostprocessConfig().fallback_max_ml / voxel_ml(spacing))))
+    for truth in (label, np.zeros_like(label)):
+        scores = export_module._component_scores(prob, mask, truth, spacing, fallback, pairs)
+        for (ml, peak), score in zip(pairs, scores, strict=True):
+            cleaned = postprocess(prob, spacing, threshold, PostprocessConfig(ml, True, keep_peak=peak))
+            expected = dice(cleaned.mask, truth) if truth.any() else float(not cleaned.mask.any() or cleaned.fallback)
+            assert score == pytest.approx(expected), (ml, peak)
 
 
 def test_cascade_stages_train_out_of_fold_and_export(dataset: Path, tmp_path: Path) -> None:

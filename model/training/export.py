@@ -2,8 +2,9 @@
 
 Settings not given are chosen on the run's own out-of-fold predictions (every fold's model predicts
 the cases it never trained on): the 2D crop margin, the smallest that reproduces whole-slice
-inference; the post-processing's smallest kept component, the candidate volume with the highest
-mean Dice over all held-out cases (a case without blood scores 1 when its mask is empty, else 0;
+inference; the post-processing (threshold, smallest kept component, the peak probability that keeps
+a smaller one, the intracranial share), the combination with the highest mean Dice over all held-out
+cases (a case without blood scores 1 when its mask is empty or only the never-empty fallback, else 0;
 ties: the smallest); and, on a CPU with native bf16, whether the CPU may compute in bf16: only when
 bf16 masks match fp32 masks (pooled Dice ≥ 0.99, total volume within 1 %).
 """
@@ -18,28 +19,30 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy import ndimage
 from torch import nn
 
 from model.anatomy import blood_space
 from model.compute import choose_path, cpu_has_native_bf16
 from model.networks import build_network
-from model.postprocess import PostprocessConfig, postprocess
+from model.postprocess import CONNECTIVITY, PostprocessConfig, most_probable_region, remove_extracranial, voxel_ml
 from model.predictor import EnsemblePredictor
 from model.spacing import parse_spacing
 from model.training.data import CachedCase, cache_case
 from model.training.splits import find_cases, read_splits
-from model.training.validation import dice, predict_case, probe_manifest
+from model.training.validation import predict_case, probe_manifest
 from model.weights import Manifest, write_weights
 from model.windowing import CHANNELS
 
 MIN_COMPONENT_CANDIDATES = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)  # mL: real bleeds under 1 mL must survive
+KEEP_PEAK_CANDIDATES = (1.0, 0.99, 0.97, 0.95, 0.9)  # small components this sure stay (1.0: off)
 SHARE_CANDIDATES = (0.0, 0.5)  # intracranial_share: off, or components mostly inside the skull
 THRESHOLD_CANDIDATES = (0.5, 0.6, 0.7, 0.8)  # of the mean fold probability
 CROP_MARGIN_CANDIDATES = (0, 8, 16, 32, 64)  # pixels
 WHOLE_SLICE = 1 << 16  # a crop margin wider than any slice: the crop is the whole slice
 MARGIN_AGREEMENT = 0.999  # pooled Dice against whole-slice masks that a margin must reach
-TUNING_TABLES = ("crop_margin_agreement", "min_component_ml_oof_dice", "intracranial_share_oof_dice",
-                 "threshold_oof_dice", "bf16_agreement")  # kept in the manifest
+TUNING_TABLES = ("crop_margin_agreement", "min_component_ml_oof_dice", "keep_peak_oof_dice",
+                 "intracranial_share_oof_dice", "threshold_oof_dice", "bf16_agreement")  # kept in the manifest
 BF16_DICE, BF16_VOLUME = 0.99, 0.01  # bf16 masks against fp32 masks: pooled Dice at least, volume within
 BF16_CASES = 12  # held-out cases the bf16 check predicts twice (each new crop shape costs oneDNN a set-up)
 
@@ -85,24 +88,53 @@ def _held_out(run: Path, config: dict, states: dict[int, dict],
             yield cases[name], model
 
 
+def _component_scores(prob: np.ndarray, mask: np.ndarray, label: np.ndarray, spacing_zyx: tuple[float, ...],
+                      fallback: np.ndarray, candidates: list[tuple[float, float]]) -> list[float]:
+    """The score of each ``(min_component_ml, keep_peak)`` pair on one case, from one labelling of ``mask``.
+
+    Equal to running :func:`postprocess` (never-empty on) for every pair and scoring its mask, without
+    labelling the mask again each time: Dice against ``label`` on a case with blood; on a case without,
+    1 when the mask is empty or only the ≤ 0.1 mL fallback (what the product reports as no finding).
+    """
+    labels, count = ndimage.label(mask, structure=CONNECTIVITY)
+    index = np.arange(1, count + 1)
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+    peaks = np.asarray(ndimage.maximum(prob, labels, index)) if count else np.zeros(0)
+    hits = np.bincount(labels[label > 0], minlength=count + 1)[1:]
+    truth = int(label.sum())
+    fallback_hits, fallback_size = int((fallback & (label > 0)).sum()), int(fallback.sum())
+    scores = []
+    for ml, peak in candidates:
+        min_voxels = ml / voxel_ml(spacing_zyx)
+        kept = (sizes >= min_voxels) | (peaks >= peak if peak < 1.0 else False) if min_voxels > 1 \
+            else np.ones(count, dtype=bool)
+        if not kept.any():
+            both, size, empty = fallback_hits, fallback_size, True
+        else:
+            both, size, empty = int(hits[kept].sum()), int(sizes[kept].sum()), False
+        scores.append(2 * both / (size + truth) if truth else float(empty))
+    return scores
+
+
 def tune_out_of_fold(run: Path, config: dict, states: dict[int, dict], threshold: float | None, device: torch.device,
                      margins: tuple[int, ...] = CROP_MARGIN_CANDIDATES) -> dict:
-    """Choose the 2D crop margin and ``min_component_ml`` on out-of-fold predictions.
+    """Choose the 2D crop margin and the post-processing on out-of-fold predictions.
 
     The margin is the smallest of ``margins`` whose masks (threshold only) agree with whole-slice
     inference over all held-out cases with pooled Dice ≥ ``MARGIN_AGREEMENT``, else the whole slice:
     how far the crop's border reaches into the result depends on the trained network (docs/speed.md).
-    The threshold (unless given), ``intracranial_share`` and ``min_component_ml`` are then the triple
-    with the best mean score
-    (never-empty on) at that margin over all held-out cases, Dice on those with haemorrhage and 1 for an
-    empty mask on those without (ties: the smallest of each). The 3D cascade crops to the head, no margin.
+    The threshold (unless given), ``intracranial_share``, ``min_component_ml`` and ``keep_peak`` are then
+    the combination with the best mean score (never-empty on) at that margin over all held-out cases:
+    Dice on those with haemorrhage; on those without, 1 for a mask that is empty or only the fallback
+    (ties: the smallest of each). The 3D cascade crops to the head, no margin.
     """
     compare = config["family"] == "segresnet2d" and len(margins) > 1
     runs = (*margins, WHOLE_SLICE) if compare else margins[:1]
     overlap = {m: [0, 0] for m in margins}  # pooled |a ∧ b| and |a| + |b| against the whole slice's mask
     thresholds = THRESHOLD_CANDIDATES if threshold is None else (threshold,)
-    pairs = [(t, share, ml) for t in thresholds for share in SHARE_CANDIDATES for ml in MIN_COMPONENT_CANDIDATES]
-    scores: dict[int, dict[tuple[float, float, float], list[float]]] = {m: {c: [] for c in pairs} for m in runs}
+    small = [(ml, peak) for ml in MIN_COMPONENT_CANDIDATES for peak in KEEP_PEAK_CANDIDATES if ml or peak >= 1.0]
+    combos = [(t, share, ml, peak) for t in thresholds for share in SHARE_CANDIDATES for ml, peak in small]
+    scores: dict[int, dict[tuple, list[float]]] = {m: {c: [] for c in combos} for m in runs}
     for case, model in _held_out(run, config, states, device):
         label = np.asarray(case.label())
         inside = blood_space(np.asarray(case.hu(), dtype=np.float32), case.spacing_zyx)
@@ -110,11 +142,17 @@ def tune_out_of_fold(run: Path, config: dict, states: dict[int, dict], threshold
         for margin in runs:
             inference = {**config["inference"], "crop_margin": margin}
             manifest = probe_manifest(config["family"], config["input_mode"], config["network"], inference)
-            probs[margin] = predict_case(model, manifest, case, device)
-            for t, share, ml in pairs:
-                config_ = PostprocessConfig(ml, True, intracranial_share=share)
-                mask = postprocess(probs[margin], case.spacing_zyx, t, config_, inside=inside).mask
-                scores[margin][t, share, ml].append(dice(mask, label) if label.any() else float(not mask.any()))
+            prob = probs[margin] = predict_case(model, manifest, case, device)
+            cap = max(1, int(PostprocessConfig().fallback_max_ml / voxel_ml(case.spacing_zyx)))
+            fallback = most_probable_region(prob, cap)
+            for t in thresholds:
+                for share in SHARE_CANDIDATES:
+                    mask = prob >= t
+                    if share > 0:
+                        mask = remove_extracranial(mask, inside, share)
+                    values = _component_scores(prob, mask, label, case.spacing_zyx, fallback, small)
+                    for (ml, peak), value in zip(small, values, strict=True):
+                        scores[margin][t, share, ml, peak].append(value)
         if compare:
             reference = probs[WHOLE_SLICE] > thresholds[0]
             for margin in margins:
@@ -124,17 +162,20 @@ def tune_out_of_fold(run: Path, config: dict, states: dict[int, dict], threshold
     agreement = {str(m): round(2 * both / total if total else 1.0, 5) for m, (both, total) in overlap.items()}
     chosen = next((m for m in margins if agreement[str(m)] >= MARGIN_AGREEMENT), WHOLE_SLICE) if compare \
         else margins[0]
-    means = {pair: float(np.mean(v)) for pair, v in scores[chosen].items() if v}
+    means = {combo: float(np.mean(v)) for combo, v in scores[chosen].items() if v}
     if not means:
         raise ValueError(f"{run}: no held-out case to choose min_component_ml on; pass it")
-    t, share, best = max(pairs, key=lambda c: (round(means[c], 6), -c[0], -c[1], -c[2]))
+    t, share, best, peak = max(combos, key=lambda c: (round(means[c], 6), -c[0], -c[1], -c[2], c[3]))
 
     def best_of(match) -> float:
         return round(max(v for c, v in means.items() if match(c)), 4)
 
     return {"crop_margin": chosen, "crop_margin_agreement": agreement if compare else None,
-            "threshold": t, "min_component_ml": best, "intracranial_share": share,
-            "min_component_ml_oof_dice": {str(ml): round(means[t, share, ml], 4) for ml in MIN_COMPONENT_CANDIDATES},
+            "threshold": t, "min_component_ml": best, "intracranial_share": share, "keep_peak": peak,
+            "min_component_ml_oof_dice": {str(ml): best_of(lambda c, ml=ml: c[:3] == (t, share, ml))
+                                          for ml in MIN_COMPONENT_CANDIDATES},
+            "keep_peak_oof_dice": {str(p): best_of(lambda c, p=p: c[:3] == (t, share, best) and c[3] == p)
+                                   for p in KEEP_PEAK_CANDIDATES if best or p >= 1.0},
             "intracranial_share_oof_dice": {str(s): best_of(lambda c, s=s: c[1] == s) for s in SHARE_CANDIDATES},
             "threshold_oof_dice": {str(x): best_of(lambda c, x=x: c[0] == x) for x in thresholds}}
 
@@ -165,7 +206,8 @@ def precision_agreement(run: Path, config: dict, states: dict[int, dict], thresh
 def export_run(run: Path, weights_dir: Path, checkpoint: str = "best", threshold: float | None = None,
                min_component_ml: float | None = None, never_empty: bool = True, description: dict | None = None,
                device: torch.device | None = None, crop_margin: int | None = None,
-               folds: list[int] | None = None, intracranial_share: float | None = None) -> Manifest:
+               folds: list[int] | None = None, intracranial_share: float | None = None,
+               keep_peak: float | None = None) -> Manifest:
     """Write ``weights_dir`` from the run's folds (``folds``: a subset, e.g. those trained in the time
     there was); ``None`` settings are chosen out-of-fold, on the cases those folds held out."""
     config_path = run / "config.json"
@@ -176,12 +218,13 @@ def export_run(run: Path, weights_dir: Path, checkpoint: str = "best", threshold
     inference = dict(config["inference"])
     slices = config["family"] == "segresnet2d"
     tuning = None
-    if min_component_ml is None or intracranial_share is None or threshold is None or (slices and crop_margin is None):
+    if None in (min_component_ml, intracranial_share, threshold, keep_peak) or (slices and crop_margin is None):
         margins = CROP_MARGIN_CANDIDATES if crop_margin is None else (crop_margin,)
         tuning = tune_out_of_fold(run, config, states, threshold, device or torch.device("cpu"), margins)
         (run / "export_tuning.json").write_text(json.dumps(tuning, indent=1) + "\n")
         min_component_ml = tuning["min_component_ml"] if min_component_ml is None else min_component_ml
         intracranial_share = tuning["intracranial_share"] if intracranial_share is None else intracranial_share
+        keep_peak = tuning["keep_peak"] if keep_peak is None else keep_peak
         threshold = tuning["threshold"]
         crop_margin = tuning["crop_margin"]
     if slices:
@@ -204,6 +247,7 @@ def export_run(run: Path, weights_dir: Path, checkpoint: str = "best", threshold
     manifest = {"family": config["family"], "input_mode": config["input_mode"], "network": config["network"],
                 "threshold": threshold, "inference": inference,
                 "postprocess": {"min_component_ml": float(min_component_ml), "never_empty": never_empty,
-                                "intracranial_share": float(intracranial_share or 0.0)},
+                                "intracranial_share": float(intracranial_share or 0.0),
+                                "keep_peak": float(keep_peak)},
                 "description": {**info, **(description or {})}}
     return write_weights(weights_dir, manifest, list(states.values()))
