@@ -86,6 +86,8 @@ def _export_parser(sub: argparse._SubParsersAction) -> None:
                              "(default: 0.9–0.99 or off, chosen out-of-fold)")
     export.add_argument("--crop-margin", type=int, default=None,
                         help="2D: pixels kept around each slice's head (default: chosen out-of-fold)")
+    export.add_argument("--mirror", action="store_true",
+                        help="left-right mirror test-time augmentation in the manifest (tuned with it)")
     export.add_argument("--no-never-empty", action="store_true", help="allow empty masks (screening use)")
     export.add_argument("--description", action="append", default=[], metavar="KEY=VALUE",
                         help="extra manifest description field (repeatable)")
@@ -122,7 +124,8 @@ def export(args: argparse.Namespace) -> int:
         description[key] = value
     manifest = export_run(args.run, args.weights, args.checkpoint, args.threshold, args.min_component_ml,
                           not args.no_never_empty, description, crop_margin=args.crop_margin, folds=args.folds,
-                          intracranial_share=args.intracranial_share, keep_peak=args.keep_peak)
+                          intracranial_share=args.intracranial_share, keep_peak=args.keep_peak,
+                          mirror=args.mirror)
     total = sum((args.weights / f.file).stat().st_size for f in manifest.folds)
     print(f"wrote {args.weights}: {len(manifest.folds)} fold(s), {total / 1e6:.1f} MB, "
           f"min_component_ml {manifest.postprocess.min_component_ml}, keep_peak {manifest.postprocess.keep_peak}, "

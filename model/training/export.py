@@ -41,7 +41,7 @@ THRESHOLD_CANDIDATES = (0.5, 0.6, 0.7, 0.8)  # of the mean fold probability
 CROP_MARGIN_CANDIDATES = (0, 8, 16, 32, 64)  # pixels
 WHOLE_SLICE = 1 << 16  # a crop margin wider than any slice: the crop is the whole slice
 MARGIN_AGREEMENT = 0.999  # pooled Dice against whole-slice masks that a margin must reach
-TUNING_TABLES = ("crop_margin_agreement", "min_component_ml_oof_dice", "keep_peak_oof_dice",
+TUNING_TABLES = ("oof_score", "crop_margin_agreement", "min_component_ml_oof_dice", "keep_peak_oof_dice",
                  "intracranial_share_oof_dice", "threshold_oof_dice", "bf16_agreement")  # kept in the manifest
 BF16_DICE, BF16_VOLUME = 0.99, 0.01  # bf16 masks against fp32 masks: pooled Dice at least, volume within
 BF16_CASES = 12  # held-out cases the bf16 check predicts twice (each new crop shape costs oneDNN a set-up)
@@ -172,6 +172,7 @@ def tune_out_of_fold(run: Path, config: dict, states: dict[int, dict], threshold
 
     return {"crop_margin": chosen, "crop_margin_agreement": agreement if compare else None,
             "threshold": t, "min_component_ml": best, "intracranial_share": share, "keep_peak": peak,
+            "oof_score": round(means[t, share, best, peak], 4),
             "min_component_ml_oof_dice": {str(ml): best_of(lambda c, ml=ml: c[:3] == (t, share, ml))
                                           for ml in MIN_COMPONENT_CANDIDATES},
             "keep_peak_oof_dice": {str(p): best_of(lambda c, p=p: c[:3] == (t, share, best) and c[3] == p)
@@ -207,7 +208,7 @@ def export_run(run: Path, weights_dir: Path, checkpoint: str = "best", threshold
                min_component_ml: float | None = None, never_empty: bool = True, description: dict | None = None,
                device: torch.device | None = None, crop_margin: int | None = None,
                folds: list[int] | None = None, intracranial_share: float | None = None,
-               keep_peak: float | None = None) -> Manifest:
+               keep_peak: float | None = None, mirror: bool = False) -> Manifest:
     """Write ``weights_dir`` from the run's folds (``folds``: a subset, e.g. those trained in the time
     there was); ``None`` settings are chosen out-of-fold, on the cases those folds held out."""
     config_path = run / "config.json"
@@ -215,7 +216,8 @@ def export_run(run: Path, weights_dir: Path, checkpoint: str = "best", threshold
         raise FileNotFoundError(f"{config_path}: not a training run folder (no config.json)")
     config = json.loads(config_path.read_text())
     states = fold_states(run, config, checkpoint, folds)
-    inference = dict(config["inference"])
+    inference = {**config["inference"], "mirror": mirror}
+    config = {**config, "inference": inference}  # tuned as it will run: with the mirror view when asked
     slices = config["family"] == "segresnet2d"
     tuning = None
     if None in (min_component_ml, intracranial_share, threshold, keep_peak) or (slices and crop_margin is None):
