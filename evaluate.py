@@ -24,7 +24,7 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-from model.evaluation import (
+from evaluation.scoring import (
     CaseResult,
     default_workers,
     evaluate_pairs,
@@ -91,7 +91,7 @@ def score(args: argparse.Namespace) -> int:
     write_metrics_csv(results, args.output_dir / "metrics.csv")
     write_summary(summary, args.output_dir / "summary.json")
     if not args.no_report:
-        from model.report import render_report
+        from evaluation.report import render_report
 
         report = render_report(results, summary, title=f"Evaluation of {args.predictions.resolve().name}")
         (args.output_dir / "report.html").write_text(report, encoding="utf-8")

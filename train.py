@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 
 from model.io import CaseError
-from model.training.distributed import setup, teardown
-from model.training.export import TUNING_TABLES, export_run
-from model.training.folds import run_training
 from model.windowing import CHANNELS
+from training.distributed import setup, teardown
+from training.export import TUNING_TABLES, export_run
+from training.folds import run_training
 
 
 def _fit_parser(sub: argparse._SubParsersAction) -> None:

@@ -24,12 +24,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.hu_rule import hu_rule_mask
-from model.metrics import dice
+from evaluation.metrics import dice
 from model.postprocess import postprocess, voxel_ml
 from model.predictor import EnsemblePredictor
-from model.training.data import canonical_arrays
-from model.training.splits import find_cases
 from model.weights import load_manifest, load_models
+from training.data import canonical_arrays
+from training.splits import find_cases
 
 BINS = ((0.0, 1.0, "< 1 mL"), (1.0, 5.0, "1–5 mL"), (5.0, 30.0, "5–30 mL"), (30.0, float("inf"), "> 30 mL"))
 

@@ -26,7 +26,7 @@ import SimpleITK as sitk
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from model.evaluation import evaluate_pairs, pair_files, summarise  # noqa: E402
+from evaluation.scoring import evaluate_pairs, pair_files, summarise  # noqa: E402
 
 SPACING_XYZ = (0.45, 0.45, 5.0)
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One prepared run on a lent GPU machine (an H200 with 16 cores; about 9 minutes in all):
 #   1. installs the Python packages its image lacks from a carried wheel folder ($WHEELS, optional);
-#   2. generates training data on all the machine's cores (model.synthetic);
+#   2. generates training data on all the machine's cores (synthetic);
 #   3. trains the shipped configuration at the seed size (32 filters, 5 levels) on CUDA, one fold per
 #      process in parallel when several GPUs are present, else the folds in turn, within a time budget;
 #   4. exports the weights (manifest with hashes, settings chosen out of fold);
@@ -50,7 +50,7 @@ mkdir -p "$WORK"
 workers=$(nproc)
 
 say "generating $CASES training cases at ${SIZE}² on $workers cores"
-"$PY" -m model.synthetic --out "$WORK/data" --train "$CASES" --eval 0 --seed 11 --size "$SIZE" \
+"$PY" -m synthetic --out "$WORK/data" --train "$CASES" --eval 0 --seed 11 --size "$SIZE" \
   --workers "$workers" --max-slices 70
 
 say "training $FOLDS folds × $EPOCHS epochs × $STEPS steps"

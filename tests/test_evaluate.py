@@ -15,9 +15,9 @@ import pytest
 import SimpleITK as sitk
 
 import evaluate
-from model.evaluation import Pair, evaluate_pair, pair_files, rank, summarise
-from model.metrics import score_case
-from model.report import LABEL_RGB, PREDICTION_RGB, CaseSlice, slice_rgb
+from evaluation.metrics import score_case
+from evaluation.report import LABEL_RGB, PREDICTION_RGB, CaseSlice, slice_rgb
+from evaluation.scoring import Pair, evaluate_pair, pair_files, rank, summarise
 
 PIXDIM = (0.45, 0.45, 5.0)
 SHAPE_XYZ = (24, 20, 6)

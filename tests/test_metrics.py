@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from model.metrics import EmptyLabelError, binarise, relative_volume_difference, score_case
+from evaluation.metrics import EmptyLabelError, binarise, relative_volume_difference, score_case
 
 SPACINGS = {"unit": (1.0, 1.0, 1.0), "5mm": (5.0, 0.45, 0.45), "10mm": (10.0, 0.45, 0.45),
             "float32 pixdim": (float(np.float32(5.0)), float(np.float32(0.45)), float(np.float32(0.45)))}

@@ -18,10 +18,10 @@ from torch import nn
 from model.postprocess import postprocess, voxel_ml
 from model.predictor import EnsemblePredictor
 from model.spacing import parse_spacing, resize, target_shape, to_spacing
-from model.training.data import cache_case
-from model.training.splits import TrainCase
 from model.weights import Fold, Manifest, load_manifest, load_models
 from tests.conftest import ct_image, head_volume
+from training.data import cache_case
+from training.splits import TrainCase
 
 CPU = torch.device("cpu")
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
@@ -113,7 +113,7 @@ def _store_at(image: sitk.Image, pixel: float) -> sitk.Image:
 
 
 def test_shipped_model_gives_one_volume_whatever_the_pixel_size():
-    from model.synthetic import generate_case
+    from synthetic import generate_case
 
     ct, _, info = generate_case(4, "invesalius", size=512, max_slices=14, n_lesions=1,
                                     subtypes=("intraparenchymal",))

@@ -10,13 +10,13 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage as ndi
 
-from model.synthetic import LABEL_FRACTION, generate_case
-from model.synthetic.dataset import LABEL_MAX_HU, NEGATIVE_SHARE
-from model.synthetic.dataset import main as dataset_main
-from model.synthetic.lesions import SMALL_ML, SUBTYPES, make_lesion
-from model.synthetic.mimics import make_mimics
-from model.synthetic.montage import main as montage_main
-from model.synthetic.sources import load_source
+from synthetic import LABEL_FRACTION, generate_case
+from synthetic.dataset import LABEL_MAX_HU, NEGATIVE_SHARE
+from synthetic.dataset import main as dataset_main
+from synthetic.lesions import SMALL_ML, SUBTYPES, make_lesion
+from synthetic.mimics import make_mimics
+from synthetic.montage import main as montage_main
+from synthetic.sources import load_source
 
 SMALL = {"size": 128, "max_slices": 14}
 

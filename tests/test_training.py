@@ -17,15 +17,15 @@ import train
 from model.compute import cpu_has_native_bf16
 from model.io import CaseError
 from model.postprocess import PostprocessConfig, most_probable_region, postprocess, voxel_ml
-from model.training import data as training_data
-from model.training import export as export_module
-from model.training.data import SliceDataset, cache_case, crop_centres, slice_input
-from model.training.export import CROP_MARGIN_CANDIDATES, WHOLE_SLICE
-from model.training.losses import build_loss, dice_bce
-from model.training.splits import find_cases, make_splits, read_splits, write_splits
-from model.training.validation import dice
 from model.weights import load_manifest, load_models
 from model.windowing import window_slices
+from training import data as training_data
+from training import export as export_module
+from training.data import SliceDataset, cache_case, crop_centres, slice_input
+from training.export import CROP_MARGIN_CANDIDATES, WHOLE_SLICE
+from training.losses import build_loss, dice_bce
+from training.splits import find_cases, make_splits, read_splits, write_splits
+from training.validation import dice
 
 TINY_2D = ["--init-filters", "4", "--blocks-down", "1", "1", "1", "--dsdepth", "2", "--crop", "32", "32",
            "--workers", "0", "--device", "cpu", "--threads", "1"]

@@ -2,7 +2,7 @@
 
 An :class:`Edit` is a box of the source grid with a fractional occupancy (0–1, soft over ~1 mm so the
 in-plane edge has partial volume) and the HU the occupied part takes. Blood edits become the label
-after the slab averaging and resampling of :mod:`model.synthetic.augment`; mimics and the oedema rim
+after the slab averaging and resampling of :mod:`synthetic.augment`; mimics and the oedema rim
 change only the CT. Placement uses the anatomy's masks (SPEC §1 shapes):
 
 - intraparenchymal: irregular blob deep in the brain, with a darker oedema rim (10–14 HU);
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-from model.synthetic.sources import Anatomy
+from synthetic.sources import Anatomy
 
 SUBTYPES = ("intraparenchymal", "subdural", "epidural", "subarachnoid", "intraventricular")
 SUBTYPE_WEIGHTS = (0.3, 0.2, 0.15, 0.2, 0.15)

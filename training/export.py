@@ -28,11 +28,11 @@ from model.networks import build_network
 from model.postprocess import CONNECTIVITY, PostprocessConfig, most_probable_region, remove_extracranial, voxel_ml
 from model.predictor import EnsemblePredictor
 from model.spacing import parse_spacing
-from model.training.data import CachedCase, cache_case
-from model.training.splits import find_cases, read_splits
-from model.training.validation import predict_case, probe_manifest
 from model.weights import Manifest, write_weights
 from model.windowing import CHANNELS
+from training.data import CachedCase, cache_case
+from training.splits import find_cases, read_splits
+from training.validation import predict_case, probe_manifest
 
 MIN_COMPONENT_CANDIDATES = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)  # mL: real bleeds under 1 mL must survive
 KEEP_PEAK_CANDIDATES = (1.0, 0.99, 0.97, 0.95, 0.9)  # small components this sure stay (1.0: off)

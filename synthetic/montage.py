@@ -1,4 +1,4 @@
-"""``python -m model.synthetic.montage DATASET_DIR --out docs/montage.png [--cases K]``.
+"""``python -m synthetic.montage DATASET_DIR --out docs/montage.png [--cases K]``.
 
 For each case, the axial slice with the most labelled blood (the middle slice for a negative) in the
 brain window [0, 80] HU, with the label outlined in red; a small PNG for the README.
@@ -54,7 +54,7 @@ def render(pairs: list[tuple[Path, Path | None]], out: Path, columns: int = 4, t
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m model.synthetic.montage", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m synthetic.montage", description=__doc__.splitlines()[0])
     parser.add_argument("dataset", type=Path, help="INSTANCE-layout folder (train/, evaluation/) or a flat folder")
     parser.add_argument("--out", type=Path, required=True, help="PNG to write")
     parser.add_argument("--cases", type=int, default=8, help="how many cases to show")

@@ -29,13 +29,13 @@ from torch import nn
 from model.compute import cpu_has_native_bf16
 from model.networks import build_network
 from model.spacing import Spacing, parse_spacing
-from model.training.data import Augment, CachedCase, PatchDataset, SliceDataset, cache_case
-from model.training.distributed import DistInfo, barrier
-from model.training.loop import LoopConfig, fit
-from model.training.losses import build_loss
-from model.training.splits import find_cases, load_or_make_splits, read_splits, write_splits
-from model.training.validation import dice, predict_case, probe_manifest, stage1_probability
 from model.windowing import CHANNELS
+from training.data import Augment, CachedCase, PatchDataset, SliceDataset, cache_case
+from training.distributed import DistInfo, barrier
+from training.loop import LoopConfig, fit
+from training.losses import build_loss
+from training.splits import find_cases, load_or_make_splits, read_splits, write_splits
+from training.validation import dice, predict_case, probe_manifest, stage1_probability
 
 DEFAULTS = {
     "segresnet2d": {"network": {"init_filters": 32, "blocks_down": [1, 2, 2, 4, 4], "dsdepth": 4, "norm": "batch"},

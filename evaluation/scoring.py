@@ -19,9 +19,9 @@ import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
+from evaluation.metrics import CaseMetrics, score_case
+from evaluation.report import CaseSlice, case_picture
 from model.io import CaseError, case_name, read_image, to_canonical
-from model.metrics import CaseMetrics, score_case
-from model.report import CaseSlice, case_picture
 
 MASK_SUFFIXES = (".nii.gz", ".nii", ".mha")
 METRICS = ("dsc", "hd", "rvd", "nsd")

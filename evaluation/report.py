@@ -20,7 +20,7 @@ import numpy as np
 from scipy import ndimage
 
 if TYPE_CHECKING:
-    from model.evaluation import CaseResult
+    from evaluation.scoring import CaseResult
 
 BRAIN_WINDOW_HU = (0.0, 80.0)
 PICTURE_WIDTH = 256

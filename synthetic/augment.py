@@ -17,7 +17,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage as ndi
 
-from model.synthetic.sources import Anatomy
+from synthetic.sources import Anatomy
 
 REFERENCE_SIZE = 512
 

@@ -28,8 +28,8 @@ from torch.utils.data import Dataset
 from model.io import CaseError, read_image, to_canonical
 from model.predictor import HEAD_HU
 from model.spacing import Spacing, spacing_after, to_spacing
-from model.training.splits import TrainCase
 from model.windowing import window_slices, window_volume
+from training.splits import TrainCase
 
 CACHE_VERSION = 2
 

@@ -11,7 +11,7 @@ Sources:
 - ``pydicom``: PyPI ``pydicom-data``, ``693_UNCR.dcm`` — ONE real axial slice, extruded to a volume
   (the head section shrinks toward the vertex and the skull base, the ventricles close away from the
   slice). It is real texture, not real 3D anatomy.
-- ``phantom``: the analytic head of :mod:`model.synthetic.phantom`; needs no package.
+- ``phantom``: the analytic head of :mod:`synthetic.phantom`; needs no package.
 """
 
 from __future__ import annotations
@@ -257,7 +257,7 @@ def load_pydicom() -> Anatomy:
 
 @cache
 def load_phantom(variant: int = 0) -> Anatomy:
-    from model.synthetic.phantom import build_phantom
+    from synthetic.phantom import build_phantom
 
     return build_phantom(variant)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from model.synthetic.sources import Anatomy
+from synthetic.sources import Anatomy
 
 SHAPE = (200, 250, 200)  # z, y, x at 1 mm
 SPACING = (1.0, 1.0, 1.0)

@@ -24,10 +24,10 @@ import SimpleITK as sitk
 from tqdm import tqdm
 
 from model.io import write_image_atomic
-from model.synthetic import augment
-from model.synthetic.lesions import Edit, make_lesion
-from model.synthetic.mimics import make_mimics
-from model.synthetic.sources import SOURCES, Anatomy, available_sources, load_source
+from synthetic import augment
+from synthetic.lesions import Edit, make_lesion
+from synthetic.mimics import make_mimics
+from synthetic.sources import SOURCES, Anatomy, available_sources, load_source
 
 LABEL_FRACTION = 0.5
 LABEL_MAX_HU = 110.0  # a voxel half blood, half bone (a thin bleed against the skull in a thick slice)
@@ -153,7 +153,7 @@ def write_dataset(out: Path, n_train: int, n_eval: int, seed: int, workers: int 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m model.synthetic", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m synthetic", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="dataset folder to write")
     parser.add_argument("--train", type=int, default=10, help="training cases (train/)")
     parser.add_argument("--eval", type=int, default=0, help="evaluation cases (evaluation/)")

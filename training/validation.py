@@ -16,9 +16,9 @@ from monai.metrics import compute_dice
 from torch import nn
 
 from model.predictor import EnsemblePredictor, head_box
-from model.training.data import CachedCase
 from model.weights import Fold, Manifest
 from model.windowing import window_volume
+from training.data import CachedCase
 
 
 def dice(pred: np.ndarray, label: np.ndarray) -> float:

@@ -1,5 +1,5 @@
 """Realistic head-CT data: real or phantom anatomy with inserted haemorrhages, in INSTANCE layout."""
 
-from model.synthetic.dataset import LABEL_FRACTION, generate_case
+from synthetic.dataset import LABEL_FRACTION, generate_case
 
 __all__ = ["LABEL_FRACTION", "generate_case"]

@@ -21,9 +21,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from model.training.data import CachedCase
-from model.training.distributed import DistInfo, all_sum, barrier
-from model.training.plots import plot_curves
+from training.data import CachedCase
+from training.distributed import DistInfo, all_sum, barrier
+from training.plots import plot_curves
 
 LOG_FIELDS = ("epoch", "train_loss", "val_dice", "val_cases", "lr", "seconds")
 

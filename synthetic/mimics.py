@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from model.synthetic.lesions import Edit, _box, _offsets, _soft
-from model.synthetic.sources import Anatomy
+from synthetic.lesions import Edit, _box, _offsets, _soft
+from synthetic.sources import Anatomy
 
 
 def _blob(anat: Anatomy, center_mm: np.ndarray, axes_mm: np.ndarray, hu: float, kind: str) -> Edit | None:

@@ -1,7 +1,0 @@
-"""``python -m model.synthetic --out DIR --train N --eval M --seed S``: write an INSTANCE-layout dataset."""
-
-import sys
-
-from model.synthetic.dataset import main
-
-sys.exit(main())
