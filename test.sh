@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Build the image and prove it as the platforms run it: no network, no capabilities, read-only root
 # file system, read-only input, limited memory, shared memory and processes.
-#   1. INSTANCE layout: test/input mounted at /input, masks to /predict; every mask must equal
-#      test/expected voxel for voxel, with identical geometry and pixel type.
+#   1. INSTANCE layout: samples/input mounted at /input, masks to /predict; every mask must equal
+#      samples/expected voxel for voxel, with identical geometry and pixel type.
 #   2. grand-challenge layout: one case as /input/images/ct/<uuid>.mha with inputs.json, the weights
 #      mounted read-only as /opt/ml/model; exactly one .mha must land in /output/images/<slug>/,
 #      equal to the expected mask, with the input's geometry.
@@ -18,8 +18,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 TAG="${1:-${TAG:-ich-segmentation:latest}}"
 SLUG="${OUTPUT_SLUG:-intracranial-hemorrhage-segmentation}"
-INPUT="$ROOT/test/input"
-EXPECTED="$ROOT/test/expected"
+INPUT="$ROOT/samples/input"
+EXPECTED="$ROOT/samples/expected"
 
 compgen -G "$INPUT/*.nii.gz" >/dev/null || { echo "error: $INPUT holds no *.nii.gz case" >&2; exit 2; }
 compgen -G "$EXPECTED/*.nii.gz" >/dev/null || { echo "error: $EXPECTED holds no *.nii.gz mask" >&2; exit 2; }

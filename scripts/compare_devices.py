@@ -1,6 +1,6 @@
 """CPU against CUDA masks of the same cases, and fp32 against the dispatched CPU precision.
 
-    python3 scripts/compare_devices.py --input test/input --weights weights [--out devices.json]
+    python3 scripts/compare_devices.py --input samples/input --weights weights [--out devices.json]
 
 Each case goes through the predictor on every path this machine has: the CPU in fp32, the CPU on
 the path :mod:`model.compute` chooses (bf16 where the CPU has it and the manifest allows it), and

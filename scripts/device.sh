@@ -66,7 +66,7 @@ for log in "$WORK"/run/fold*/training_log.csv; do  # into device.log: at most 8 
 done
 
 say "CPU vs CUDA masks of the sample cases"
-"$PY" scripts/compare_devices.py --input test/input --weights "$OUT/weights" --out "$OUT/devices.json"
+"$PY" scripts/compare_devices.py --input samples/input --weights "$OUT/weights" --out "$OUT/devices.json"
 
 if [[ "${DRY_RUN:-0}" != 1 ]]; then
   say "CUDA tests"

@@ -73,7 +73,7 @@ def sandbox(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     shutil.copytree(ROOT / "model", repo / "model", ignore=shutil.ignore_patterns("__pycache__"))
     (repo / "weights").mkdir()
     (repo / "weights" / "manifest.json").write_text('{"family": "stub"}')
-    for folder in ("test/input", "test/expected"):
+    for folder in ("samples/input", "samples/expected"):
         (repo / folder).mkdir(parents=True)
         (repo / folder / "001.nii.gz").write_bytes(b"")
     bin_dir = tmp_path / "bin"
@@ -212,17 +212,17 @@ def test_container_test_runs_locked_down(sandbox: tuple[Path, dict[str, str]]) -
                      "--tmpfs /tmp", "--memory 8g", "--shm-size 4g", "--pids-limit 256"):
             assert flag in line, f"{flag} missing in: {line}"
     instance, gc = runs[0], runs[3]
-    assert f"{repo}/test/input:/input:ro" in instance and any(a.endswith(":/predict") for a in instance)
+    assert f"{repo}/samples/input:/input:ro" in instance and any(a.endswith(":/predict") for a in instance)
     assert f"{repo}/weights:/opt/ml/model:ro" in gc and any(a.endswith("gc-input:/input:ro") for a in gc)
     assert "container test: all checks passed" in result.stdout
 
 
 def test_container_test_needs_cases(sandbox: tuple[Path, dict[str, str]]) -> None:
     repo, env = sandbox
-    (repo / "test/input/001.nii.gz").unlink()
+    (repo / "samples/input/001.nii.gz").unlink()
     result = run_script(repo, "test.sh", env | {"SKIP_BUILD": "1"})
     assert result.returncode == 2
-    assert result.stderr.strip() == f"error: {repo}/test/input holds no *.nii.gz case"
+    assert result.stderr.strip() == f"error: {repo}/samples/input holds no *.nii.gz case"
 
 
 def test_build_test_and_export_share_one_default_tag() -> None:

@@ -1,4 +1,4 @@
-"""The shipped weights on the bundled sample cases reproduce test/expected (what test.sh checks in Docker)."""
+"""The shipped weights on the bundled sample cases reproduce samples/expected (what test.sh checks in Docker)."""
 
 import json
 from pathlib import Path
@@ -27,18 +27,18 @@ def masks(folder: Path) -> dict[str, np.ndarray]:
 
 @pytest.mark.parametrize("precision", ["fp32", "auto"])
 def test_sample_cases_reproduce_expected_masks(tmp_path, precision):
-    """test/expected was made with ``--precision fp32`` on the 2-core Xeon: the fp32 path reproduces it
+    """samples/expected was made with ``--precision fp32`` on the 2-core Xeon: the fp32 path reproduces it
     voxel for voxel there (another CPU's fp32 kernels may round a voxel at the threshold the other
     way: Dice ≥ 0.995 allowed). The dispatched path (bf16 on a CPU with native bf16) must meet the rule
     every faster path meets: Dice ≥ 0.99 and volume within 1 % (measured: 0.9995–0.9998)."""
-    assert process.main(["--input", str(ROOT / "test" / "input"), "--output", str(tmp_path),
+    assert process.main(["--input", str(ROOT / "samples" / "input"), "--output", str(tmp_path),
                          "--weights", str(ROOT / "weights"), "--device", "cpu", "--precision", precision]) == 0
-    expected = sorted((ROOT / "test" / "expected").glob("*.nii.gz"))
-    assert [p.name for p in expected] == sorted(p.name for p in (ROOT / "test" / "input").glob("*.nii.gz"))
-    want, got = masks(ROOT / "test" / "expected"), masks(tmp_path)
+    expected = sorted((ROOT / "samples" / "expected").glob("*.nii.gz"))
+    assert [p.name for p in expected] == sorted(p.name for p in (ROOT / "samples" / "input").glob("*.nii.gz"))
+    want, got = masks(ROOT / "samples" / "expected"), masks(tmp_path)
     min_dice, volume = (0.995, 0.005) if precision == "fp32" else (0.99, 0.01)
     for name, a in want.items():
-        got_image, source = sitk.ReadImage(str(tmp_path / name)), sitk.ReadImage(str(ROOT / "test" / "input" / name))
+        got_image, source = sitk.ReadImage(str(tmp_path / name)), sitk.ReadImage(str(ROOT / "samples" / "input" / name))
         assert got_image.GetSize() == source.GetSize() and got_image.GetPixelID() == sitk.sitkUInt8
         assert got_image.GetSpacing() == source.GetSpacing() and got_image.GetOrigin() == source.GetOrigin()
         b = got[name]
