@@ -23,6 +23,7 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
+from model.atomic import atomic_path
 from model.compute import PRECISIONS, choose_path
 from model.console import Progress, native_stderr_silenced
 from model.device import DeviceError, predict_with_fallback, select_device
@@ -35,9 +36,10 @@ from model.io import (
     mask_image,
 )
 from model.outputs import QcRequest, write_case_outputs
-from model.postprocess import postprocess, voxel_ml
+from model.postprocess import postprocess
 from model.predictor import EnsemblePredictor
 from model.review import review
+from model.spacing import voxel_ml
 from model.weights import Manifest, WeightsError, load_manifest, load_models
 
 APP_DIR = Path(__file__).resolve().parent
@@ -112,12 +114,8 @@ def check_writable(folder: Path) -> None:
 
 def write_json_atomic(data: dict, path: Path) -> None:
     """Temporary name, then rename; removed if interrupted in between (SIGTERM while writing)."""
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
+    with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def one_line(err: BaseException) -> str:

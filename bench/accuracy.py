@@ -25,8 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.hu_rule import hu_rule_mask
 from evaluation.metrics import dice
-from model.postprocess import postprocess, voxel_ml
+from model.postprocess import postprocess
 from model.predictor import EnsemblePredictor
+from model.spacing import voxel_ml
 from model.weights import load_manifest, load_models
 from training.data import canonical_arrays
 from training.splits import find_cases

@@ -15,7 +15,8 @@ import numpy as np
 from scipy import ndimage
 
 from model.anatomy import intracranial
-from model.postprocess import remove_small_components, voxel_ml
+from model.postprocess import remove_small_components
+from model.spacing import voxel_ml
 
 BLOOD_HU = (50.0, 90.0)
 BONE_CLEARANCE_MM = 2.0

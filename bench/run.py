@@ -52,6 +52,7 @@ from measure import ShapeRecorder, matmul_peak, peak_memory, sync  # noqa: E402
 from model.compute import choose_path, cpu_flags, cpu_has_native_bf16, cpu_model  # noqa: E402
 from model.crop_border import crop_sides  # noqa: E402
 from model.io import mask_image, read_image, to_canonical, write_image_atomic  # noqa: E402
+from model.overlap import dice  # noqa: E402
 from model.postprocess import postprocess  # noqa: E402
 from model.predictor import (  # noqa: E402
     PAD_HU,
@@ -216,11 +217,6 @@ def recorded_modules(models: list[nn.Module]) -> dict[str, nn.Module]:
         else:
             modules[f"fold{index}"] = model
     return modules
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
 
 
 def same_input_reference(predictor: EnsemblePredictor, hu: np.ndarray) -> np.ndarray:

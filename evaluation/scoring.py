@@ -22,6 +22,7 @@ import SimpleITK as sitk
 from evaluation.metrics import CaseMetrics, score_case
 from evaluation.report import CaseSlice, case_picture
 from model.io import CaseError, case_name, read_image, to_canonical
+from model.spacing import voxel_ml
 
 MASK_SUFFIXES = (".nii.gz", ".nii", ".mha")
 METRICS = ("dsc", "hd", "rvd", "nsd")
@@ -161,10 +162,10 @@ def evaluate_pair(pair: Pair, picture: bool = False) -> CaseResult:
             notes.append("empty prediction")
         if metrics.label_voxels == 0:
             notes.append("empty label: RVD undefined (the official script stops here)")
-        voxel_ml = float(np.prod(spacing)) / 1000.0
+        ml = voxel_ml(spacing)
         result.dsc, result.hd, result.rvd, result.nsd = metrics.dsc, metrics.hd, metrics.rvd, metrics.nsd
         result.pred_voxels, result.label_voxels = metrics.pred_voxels, metrics.label_voxels
-        result.pred_ml, result.label_ml = metrics.pred_voxels * voxel_ml, metrics.label_voxels * voxel_ml
+        result.pred_ml, result.label_ml = metrics.pred_voxels * ml, metrics.label_voxels * ml
         if picture:
             ct = None
             if pair.image is not None:

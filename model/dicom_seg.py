@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from pathlib import Path
 
 import highdicom as hd
@@ -19,6 +18,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
+from model.atomic import atomic_path
 from model.dicom_input import series_label, sorted_headers
 from model.io import Case
 from model.weights import Manifest
@@ -83,10 +83,5 @@ def segmentation_for_case(case: Case, mask: sitk.Image, manifest: Manifest) -> h
 
 def write_dataset_atomic(dataset: Dataset, path: Path) -> None:
     """Write to a temporary name beside the target, then rename: no half-written SEG is ever seen."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
+    with atomic_path(path) as tmp:
         dataset.save_as(tmp, enforce_file_format=True)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

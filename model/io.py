@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
+
+from model.atomic import atomic_path
 
 CANONICAL = "LPS"
 FLAT_SUFFIXES = (".nii.gz", ".nii", ".mha", ".nrrd")
@@ -192,14 +193,9 @@ def mask_image(mask: np.ndarray, canonical: sitk.Image, reference: sitk.Image) -
 
 def write_image_atomic(image: sitk.Image, path: Path) -> None:
     """Write to a temporary name beside the target, then rename, so no half-written file is ever seen."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     suffix = next((s for s in (*FLAT_SUFFIXES, *GC_SUFFIXES) if path.name.lower().endswith(s)), path.suffix)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial{suffix}")
-    try:
+    with atomic_path(path, suffix) as tmp:
         sitk.WriteImage(image, str(tmp), useCompression=True)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _inside(root: Path, candidate: Path) -> bool:

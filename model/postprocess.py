@@ -31,6 +31,7 @@ from scipy import ndimage
 
 from model.anatomy import blood_space
 from model.boxes import bounding_box
+from model.spacing import voxel_ml
 
 CONNECTIVITY = ndimage.generate_binary_structure(3, 3)
 
@@ -50,11 +51,6 @@ class Cleaned:
 
     mask: np.ndarray  # uint8
     fallback: bool
-
-
-def voxel_ml(spacing_zyx: tuple[float, float, float]) -> float:
-    """Volume of one voxel in mL (spacing in mm)."""
-    return float(np.prod(spacing_zyx)) / 1000.0
 
 
 def remove_small_components(mask: np.ndarray, min_voxels: float, prob: np.ndarray | None = None,

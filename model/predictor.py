@@ -47,7 +47,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from itertools import combinations
 
 import numpy as np
 import torch
@@ -59,7 +58,8 @@ from model.boxes import bounding_box
 from model.compute import ComputePath, choose_path
 from model.crop_border import CropBorderPadding, Sides, crop_sides
 from model.networks import for_inference
-from model.spacing import parse_spacing, resize, spacing_after, target_shape
+from model.overlap import mean_pairwise_dice
+from model.spacing import parse_spacing, resize, spacing_after, target_shape, voxel_ml
 from model.weights import Manifest
 from model.windowing import window_slices, window_volume
 from model.winograd import transformed_weights, use_winograd
@@ -125,15 +125,6 @@ class Prediction:
     @property
     def fold_ml(self) -> tuple[float, ...] | None:
         return None if self.voxel_ml is None else tuple(round(v * self.voxel_ml, 4) for v in self.fold_voxels)
-
-
-def mean_pairwise_dice(masks: list[torch.Tensor]) -> float:
-    """Mean Dice over every pair of masks (a pair of empty masks agrees: 1.0); 1.0 for a single mask."""
-    scores = []
-    for a, b in combinations(masks, 2):
-        total = int(a.sum()) + int(b.sum())
-        scores.append(1.0 if total == 0 else 2.0 * int((a & b).sum()) / total)
-    return float(np.mean(scores)) if scores else 1.0
 
 
 def _on_crop(model: nn.Module, border: CropBorderPadding, sides: Sides) -> Callable[[torch.Tensor, bool], torch.Tensor]:
@@ -205,7 +196,7 @@ class EnsemblePredictor:
         """
         shape = hu.shape if self.spacing is None or spacing_zyx is None else \
             target_shape(hu.shape, spacing_zyx, self.spacing)
-        grid_ml = None if spacing_zyx is None else float(np.prod(spacing_after(hu.shape, spacing_zyx, shape))) / 1000
+        grid_ml = None if spacing_zyx is None else voxel_ml(spacing_after(hu.shape, spacing_zyx, shape))
         if shape == hu.shape:
             prob, masks = self._predict(hu)
         else:

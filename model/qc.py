@@ -9,11 +9,12 @@ milliseconds against the seconds a case takes (docs/robustness.md gives the meas
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from model.atomic import atomic_path
 
 WINDOW_HU = (0.0, 80.0)
 TILE = 256  # pixels across one slice
@@ -82,10 +83,5 @@ def montage(hu: np.ndarray, mask: np.ndarray, spacing_zyx: tuple[float, ...], ti
 def write_qc_png(hu: np.ndarray, mask: np.ndarray, spacing_zyx: tuple[float, ...], title: str, path: Path) -> None:
     """Draw the montage and write it under a temporary name, then rename (never a half-written PNG)."""
     picture = montage(hu, mask, spacing_zyx, title)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
+    with atomic_path(path) as tmp:
         picture.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

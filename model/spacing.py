@@ -24,6 +24,11 @@ Spacing = tuple[float | None, float | None, float | None]
 TOLERANCE = 0.02  # relative spacing difference below which a case is used as it is (no interpolation)
 
 
+def voxel_ml(spacing_zyx: Sequence[float]) -> float:
+    """Volume of one voxel in mL (spacing in mm): every volume this project reports goes through it."""
+    return float(np.prod(spacing_zyx)) / 1000.0
+
+
 def parse_spacing(value: Sequence[float | None] | None) -> Spacing | None:
     """A manifest's ``spacing_zyx``: three positive numbers or nulls (axis kept), or nothing at all."""
     if value is None:

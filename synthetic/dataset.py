@@ -24,6 +24,7 @@ import SimpleITK as sitk
 from tqdm import tqdm
 
 from model.io import write_image_atomic
+from model.spacing import voxel_ml
 from synthetic import augment
 from synthetic.lesions import Edit, make_lesion
 from synthetic.mimics import make_mimics
@@ -88,8 +89,8 @@ def generate_case(seed: int, source: str | None = None, size: int = augment.REFE
         labelled = (own >= LABEL_FRACTION) & looks_like_blood
         label |= labelled
         lesions.append({"subtype": edits[0].kind,
-                        "volume_ml": round(float(labelled.sum()) * _voxel_ml(grid), 3),
-                        "inserted_ml": round(float(own.sum()) * _voxel_ml(grid), 3),
+                        "volume_ml": round(float(labelled.sum()) * voxel_ml(grid.GetSpacing()), 3),
+                        "inserted_ml": round(float(own.sum()) * voxel_ml(grid.GetSpacing()), 3),
                         "slices": int(labelled.any(axis=(1, 2)).sum()),
                         "hu": round(float(np.mean(edits[0].hu)), 1)})
     effects = augment.add_scanner_effects(ct, params, rng)
@@ -102,13 +103,9 @@ def generate_case(seed: int, source: str | None = None, size: int = augment.REFE
     info = {"seed": seed, "source": source, "size": list(ct_image.GetSize()),
             "spacing": [round(s, 4) for s in ct_image.GetSpacing()], "scale": round(params.scale, 3),
             "tilt_deg": [round(a, 1) for a in params.angles_deg], "noise_sd": round(params.noise_sd, 1),
-            "lesions": lesions, "label_ml": round(float(label.sum()) * _voxel_ml(grid), 3),
+            "lesions": lesions, "label_ml": round(float(label.sum()) * voxel_ml(grid.GetSpacing()), 3),
             "mimics": sorted({e.kind for e in mimic_edits}), "effects": effects}
     return ct_image, label_image, info
-
-
-def _voxel_ml(grid: sitk.Image) -> float:
-    return float(np.prod(grid.GetSpacing())) / 1000.0
 
 
 def _apply(edit: Edit, anat: Anatomy, grid: sitk.Image, pose: tuple[sitk.AffineTransform, sitk.Transform],

@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
+from model.spacing import voxel_ml
+
 SOURCES = ("invesalius", "pydicom", "phantom")
 INVESALIUS_GLOB = "Cranium.inv3"
 PYDICOM_FILE = Path("data") / "693_UNCR.dcm"
@@ -54,7 +56,7 @@ class Anatomy:
 
     @property
     def voxel_ml(self) -> float:
-        return float(np.prod(self.spacing)) / 1000.0
+        return voxel_ml(self.spacing)
 
     def candidates(self, mask_name: str) -> np.ndarray:
         """Flat indices of a mask's voxels, cached (placing a lesion samples from them)."""
@@ -129,7 +131,7 @@ def derive_masks(name: str, hu: np.ndarray, spacing: tuple[float, float, float],
     labels, count = ndi.label(ndi.binary_opening(deep))
     ventricles = np.zeros_like(deep)
     if count:
-        sizes = np.bincount(labels.ravel())[1:] * np.prod(spacing) / 1000.0
+        sizes = np.bincount(labels.ravel())[1:] * voxel_ml(spacing)
         ventricles = ndi.binary_dilation(np.isin(labels, np.flatnonzero(sizes > 0.4) + 1)) & fluid
     csf = fluid & ~ndi.binary_dilation(ventricles, iterations=2)
     return Anatomy(name, hu.astype(np.float32), spacing, intracranial, ventricles, csf,

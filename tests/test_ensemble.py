@@ -171,7 +171,7 @@ def test_review_flag_is_raised_when_folds_disagree():
 
 
 def test_fold_masks_and_agreement_come_with_the_probability():
-    from model.predictor import mean_pairwise_dice
+    from model.overlap import mean_pairwise_dice
 
     a = torch.zeros(4, 4, dtype=torch.bool)
     a[:2] = True

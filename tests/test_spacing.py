@@ -15,9 +15,9 @@ import SimpleITK as sitk
 import torch
 from torch import nn
 
-from model.postprocess import postprocess, voxel_ml
+from model.postprocess import postprocess
 from model.predictor import EnsemblePredictor
-from model.spacing import parse_spacing, resize, target_shape, to_spacing
+from model.spacing import parse_spacing, resize, target_shape, to_spacing, voxel_ml
 from model.weights import Fold, Manifest, load_manifest, load_models
 from tests.conftest import ct_image, head_volume
 from training.data import cache_case

@@ -16,7 +16,8 @@ import process
 import train
 from model.compute import cpu_has_native_bf16
 from model.io import CaseError
-from model.postprocess import PostprocessConfig, most_probable_region, postprocess, voxel_ml
+from model.postprocess import PostprocessConfig, most_probable_region, postprocess
+from model.spacing import voxel_ml
 from model.weights import load_manifest, load_models
 from model.windowing import window_slices
 from training import data as training_data

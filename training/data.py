@@ -25,6 +25,7 @@ import torch
 from monai import transforms as mt
 from torch.utils.data import Dataset
 
+from model.atomic import atomic_path
 from model.io import CaseError, read_image, to_canonical
 from model.predictor import HEAD_HU
 from model.spacing import Spacing, spacing_after, to_spacing
@@ -96,9 +97,8 @@ def cache_case(case: TrainCase, cache_dir: Path, spacing_zyx: Spacing | None = N
         meta = {"spacing_zyx": list(spacing),
                 "foreground_slices": np.flatnonzero(mask.any(axis=(1, 2))).tolist(),
                 "head_slices": np.flatnonzero((hu > HEAD_HU).any(axis=(1, 2))).tolist() or list(range(len(hu)))}
-        tmp = folder / "meta.json.partial"
-        tmp.write_text(json.dumps(meta))
-        tmp.replace(meta_path)  # written last: a present meta.json means a complete cache entry
+        with atomic_path(meta_path) as tmp:  # written last: a present meta.json means a complete cache entry
+            tmp.write_text(json.dumps(meta))
     meta = json.loads(meta_path.read_text())
     return CachedCase(case.name, folder / "hu.npy", folder / "label.npy", tuple(meta["spacing_zyx"]),
                       tuple(meta["foreground_slices"]), tuple(meta["head_slices"]))

@@ -25,9 +25,9 @@ from torch import nn
 from model.anatomy import blood_space
 from model.compute import choose_path, cpu_has_native_bf16
 from model.networks import build_network
-from model.postprocess import CONNECTIVITY, PostprocessConfig, most_probable_region, remove_extracranial, voxel_ml
+from model.postprocess import CONNECTIVITY, PostprocessConfig, most_probable_region, remove_extracranial
 from model.predictor import EnsemblePredictor
-from model.spacing import parse_spacing
+from model.spacing import parse_spacing, voxel_ml
 from model.weights import Manifest, write_weights
 from model.windowing import CHANNELS
 from training.data import CachedCase, cache_case

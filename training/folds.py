@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from model.atomic import atomic_path
 from model.compute import cpu_has_native_bf16
 from model.networks import build_network
 from model.spacing import Spacing, parse_spacing
@@ -197,8 +198,8 @@ def stage1_oof(args, config: RunConfig, splits: list[dict], cases: dict[str, Cac
             stages[fold] = stage.to(info.device).eval()
         prob = stage1_probability(stages[fold], np.asarray(cases[name].hu(), dtype=np.float32),
                                   tuple(inf["roi_size"]), inf["overlap"], inf["batch_size"], info.device)
-        np.save(out / f".{name}.partial.npy", prob.astype(np.float16))
-        (out / f".{name}.partial.npy").replace(path)
+        with atomic_path(path, ".npy") as tmp:
+            np.save(tmp, prob.astype(np.float16))
     barrier(info)
     return {name: out / f"{name}.npy" for name in holder}
 

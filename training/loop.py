@@ -21,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
+from model.atomic import atomic_path
 from training.data import CachedCase
 from training.distributed import DistInfo, all_sum, barrier
 from training.plots import plot_curves
@@ -68,9 +69,8 @@ def _write_log(rows: list[dict], path: Path) -> None:
 
 def _save(state: dict, path: Path) -> None:
     """Write beside the target, then rename: an interrupted save never leaves a broken checkpoint."""
-    tmp = path.with_name(f".{path.name}.partial")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def _is_2d(model: nn.Module) -> bool:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import matplotlib
 
+from model.atomic import atomic_path
+
 matplotlib.use("Agg")  # files only, never a window: training runs headless
 import matplotlib.pyplot as plt
 
@@ -26,7 +28,6 @@ def plot_curves(rows: list[dict], path: Path, title: str = "") -> None:
         axis.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.partial.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(path, ".png") as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    tmp.replace(path)

@@ -9,12 +9,14 @@ out-of-fold probabilities stage 2 trains on.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
-from monai.metrics import compute_dice
 from torch import nn
 
+from model import overlap
 from model.predictor import EnsemblePredictor, head_box
 from model.weights import Fold, Manifest
 from model.windowing import window_volume
@@ -23,8 +25,7 @@ from training.data import CachedCase
 
 def dice(pred: np.ndarray, label: np.ndarray) -> float:
     """Dice of two binary volumes; NaN when the label is empty (such cases are left out of the mean)."""
-    as_tensor = [torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None, None] for a in (pred, label)]
-    return float(compute_dice(*as_tensor, include_background=True, ignore_empty=True)[0, 0])
+    return overlap.dice(pred, label) if label.any() else math.nan
 
 
 def probe_manifest(family: str, input_mode: str, network: dict, inference: dict) -> Manifest:
