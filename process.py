@@ -18,7 +18,7 @@ import signal
 import sys
 import time
 import traceback
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import SimpleITK as sitk
@@ -27,14 +27,8 @@ from model.atomic import atomic_path
 from model.compute import PRECISIONS, choose_path
 from model.console import Progress, native_stderr_silenced
 from model.device import DeviceError, predict_with_fallback, select_device
-from model.io import (
-    DEFAULT_OUTPUT_SLUG,
-    Case,
-    CaseError,
-    discover_cases,
-    load_case,
-    mask_image,
-)
+from model.io import CaseError, LoadedCase
+from model.layouts import DEFAULT_OUTPUT_SLUG, Case, discover_cases, load_case
 from model.outputs import QcRequest, write_case_outputs
 from model.postprocess import postprocess
 from model.predictor import EnsemblePredictor
@@ -84,11 +78,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def segment(case: Case, loaded: Future, predictor: EnsemblePredictor, manifest: Manifest,
+def segment(case: Case, loaded: LoadedCase, predictor: EnsemblePredictor, manifest: Manifest,
             qc_dir: Path | None = None) -> dict:
     """Run one case end to end and return its results.json record."""
-    image, canonical, hu = loaded.result()
-    spacing_zyx = canonical.GetSpacing()[::-1]
+    hu, spacing_zyx = loaded.hu, loaded.spacing_zyx
     prediction = predict_with_fallback(predictor, hu, spacing_zyx=spacing_zyx,
                                        say=lambda message: print(f"{case.name}: {message}", flush=True))
     cleaned = postprocess(prediction.prob, spacing_zyx, manifest.threshold, manifest.postprocess, hu=hu)
@@ -96,7 +89,7 @@ def segment(case: Case, loaded: Future, predictor: EnsemblePredictor, manifest: 
     volume_ml = round(voxels * voxel_ml(spacing_zyx), 6)
     qc = QcRequest(qc_dir / f"{case.name}.png", hu, cleaned.mask, spacing_zyx,
                    f"{case.name}: {volume_ml:.2f} mL haemorrhage") if qc_dir else None
-    files = write_case_outputs(case, mask_image(cleaned.mask, canonical, image), manifest, qc)
+    files = write_case_outputs(case, loaded.mask_image(cleaned.mask), manifest, qc)
     return {"voxels": voxels, "volume_ml": volume_ml, "fallback": cleaned.fallback, **files,
             **review(prediction, manifest.inference)}
 
@@ -156,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
             start = time.perf_counter()
             record = {"case": case.name, "input": str(case.input_path), "output": str(case.output_path)}
             try:
-                record |= {"status": "ok", **segment(case, loaded, predictor, manifest,
+                record |= {"status": "ok", **segment(case, loaded.result(), predictor, manifest,
                                                      output / "qc" if args.qc else None)}
                 found = " (nothing found: never-empty fallback)" if record["fallback"] else ""
                 progress.say(f"{case.name}: {record['volume_ml']:.2f} mL haemorrhage "

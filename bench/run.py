@@ -51,19 +51,13 @@ from measure import ShapeRecorder, matmul_peak, peak_memory, sync  # noqa: E402
 
 from model.compute import choose_path, cpu_flags, cpu_has_native_bf16, cpu_model  # noqa: E402
 from model.crop_border import crop_sides  # noqa: E402
-from model.io import mask_image, read_image, to_canonical, write_image_atomic  # noqa: E402
+from model.head import head_box, head_mask, slice_boxes  # noqa: E402
+from model.io import LoadedCase, read_image, write_image_atomic  # noqa: E402
 from model.overlap import dice  # noqa: E402
 from model.postprocess import postprocess  # noqa: E402
-from model.predictor import (  # noqa: E402
-    PAD_HU,
-    SLICE_CONTEXT,
-    EnsemblePredictor,
-    head_box,
-    head_mask,
-    slice_boxes,
-)
+from model.predictor import PAD_HU, EnsemblePredictor  # noqa: E402
 from model.weights import Manifest, build_model, load_manifest, load_models, write_weights  # noqa: E402
-from model.windowing import window_slices, window_volume  # noqa: E402
+from model.windowing import SLICE_CONTEXT, window_slices, window_volume  # noqa: E402
 
 FULL_SLICES, FULL_FOLDS = 32, 5
 SHIPPED_DEFAULTS = {
@@ -179,31 +173,24 @@ def make_models(row: Row, hu: np.ndarray, workdir: Path) -> tuple[list[nn.Module
     return models, manifest, False
 
 
-def read_case(path: Path) -> tuple[sitk.Image, sitk.Image, np.ndarray]:
-    """The container's read stage (process.load_case): read, canonical orientation, HU array."""
-    image = read_image(path)
-    canonical = to_canonical(image)
-    return image, canonical, sitk.GetArrayViewFromImage(canonical).astype(np.float32)
-
-
 def timed_pipeline(path: Path, output: Path, predict: Callable[[np.ndarray], np.ndarray], manifest: Manifest,
                    device: torch.device) -> dict:
     """Run read → predict → post-process → write once; seconds per stage, probability and mask."""
     seconds: dict[str, float] = {}
     with peak_memory(device) as memory:
         start = time.perf_counter()
-        image, canonical, hu = read_case(path)
+        case = LoadedCase.of(read_image(path), path)  # the container's read stage
+        hu = case.hu
         seconds["read"] = time.perf_counter() - start
         start = time.perf_counter()
         prob = predict(hu)
         sync(device)
         seconds["ensemble"] = time.perf_counter() - start
         start = time.perf_counter()
-        spacing = canonical.GetSpacing()[::-1]
-        mask = postprocess(prob, spacing, manifest.threshold, manifest.postprocess, hu=hu).mask
+        mask = postprocess(prob, case.spacing_zyx, manifest.threshold, manifest.postprocess, hu=hu).mask
         seconds["postprocess"] = time.perf_counter() - start
         start = time.perf_counter()
-        write_image_atomic(mask_image(mask, canonical, image), output)
+        write_image_atomic(case.mask_image(mask), output)
         seconds["write"] = time.perf_counter() - start
     seconds["end_to_end"] = sum(seconds.values())
     return {"seconds": seconds, "memory": memory, "prob": prob, "mask": mask}

@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy import ndimage
 
+from model.windowing import BRAIN_WINDOW
+
 if TYPE_CHECKING:
     from evaluation.scoring import CaseResult
 
-BRAIN_WINDOW_HU = (0.0, 80.0)
 PICTURE_WIDTH = 256
 LABEL_RGB = (0, 230, 0)
 PREDICTION_RGB = (255, 0, 255)
@@ -65,7 +66,7 @@ def slice_rgb(s: CaseSlice, width: int = PICTURE_WIDTH) -> np.ndarray:
     if s.ct is None:
         grey = np.zeros(shape, np.uint8)
     else:
-        low, high = BRAIN_WINDOW_HU
+        low, high = BRAIN_WINDOW
         ct = _resize(np.clip(s.ct, low, high), shape, order=1)
         grey = np.round((ct - low) / (high - low) * 255).astype(np.uint8)
     rgb = np.repeat(grey[..., None], 3, axis=2)

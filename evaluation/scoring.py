@@ -21,10 +21,9 @@ import SimpleITK as sitk
 
 from evaluation.metrics import CaseMetrics, score_case
 from evaluation.report import CaseSlice, case_picture
-from model.io import CaseError, case_name, read_image, to_canonical
+from model.io import IMAGE_SUFFIXES, CaseError, case_name, read_image, to_canonical
 from model.spacing import voxel_ml
 
-MASK_SUFFIXES = (".nii.gz", ".nii", ".mha")
 METRICS = ("dsc", "hd", "rvd", "nsd")
 HIGHER_IS_BETTER = {"dsc": True, "hd": False, "rvd": False, "nsd": True}
 
@@ -70,7 +69,7 @@ def mask_files(folder: Path) -> dict[str, Path]:
         raise ValueError(f"{folder}: not a folder")
     found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        if not path.is_file() or path.name.startswith(".") or not path.name.lower().endswith(MASK_SUFFIXES):
+        if not path.is_file() or path.name.startswith(".") or not path.name.lower().endswith(IMAGE_SUFFIXES):
             continue
         name = case_name(path)
         if name in found:

@@ -31,7 +31,8 @@ import SimpleITK as sitk
 from pydicom.dataset import Dataset
 from pydicom.pixels import get_decoder
 
-from model.io import MAX_VOXELS, Case, CaseError
+from model.io import MAX_VOXELS, CaseError
+from model.layouts import Case
 
 # pydicom checks every value it reads lazily against its VR and warns on each bad one (a damaged file
 # prints dozens of lines). A series is judged here by the checks below, each refusing in one line.

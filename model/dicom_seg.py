@@ -20,7 +20,7 @@ from pydicom.sr.coding import Code
 
 from model.atomic import atomic_path
 from model.dicom_input import series_label, sorted_headers
-from model.io import Case
+from model.layouts import Case
 from model.weights import Manifest
 
 # highdicom logs warnings (an all-empty mask is stored with every frame) that would bury our lines.

@@ -1,4 +1,4 @@
-"""Reading and writing images, finding the cases in an input folder, and the canonical orientation.
+"""Reading and writing images, and the canonical orientation (the folder layouts: :mod:`model.layouts`).
 
 The network always sees axial slices in one orientation (LPS: array axes z inferior→superior,
 y anterior→posterior, x right→left), whatever order the file stored its axes in; the mask is
@@ -8,7 +8,6 @@ turned back to the file's own storage order and given the file's exact geometry.
 from __future__ import annotations
 
 import gzip
-import json
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,40 +19,21 @@ import SimpleITK as sitk
 from model.atomic import atomic_path
 
 CANONICAL = "LPS"
-FLAT_SUFFIXES = (".nii.gz", ".nii", ".mha", ".nrrd")
-GC_SUFFIXES = (".mha", ".tif", ".tiff")
-DEFAULT_OUTPUT_SLUG = "intracranial-hemorrhage-segmentation"
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".nrrd")  # CT and mask files, wherever the project reads them
+GC_SUFFIXES = (".mha", ".tif", ".tiff")  # what grand-challenge hands an algorithm
 
 
 class CaseError(Exception):
     """A problem with one case, carrying the one-line message shown to the user."""
 
 
-@dataclass(frozen=True)
-class Case:
-    """One CT to segment and where its mask goes; ``problem`` refuses it before it is read.
-
-    A DICOM series has its files in ``series`` and the folder holding them as ``input_path``.
-    """
-
-    name: str
-    input_path: Path
-    output_path: Path
-    problem: str | None = None
-    series: tuple[Path, ...] = ()
-
-
 def case_name(path: Path) -> str:
     """The file name without its image extension (``001.nii.gz`` → ``001``)."""
     name = path.name
-    for suffix in (*FLAT_SUFFIXES, *GC_SUFFIXES):
+    for suffix in (*IMAGE_SUFFIXES, *GC_SUFFIXES):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return path.stem
-
-
-def _has_suffix(path: Path, suffixes: tuple[str, ...]) -> bool:
-    return path.is_file() and path.name.lower().endswith(suffixes) and not path.name.startswith(".")
 
 
 MAX_VOXELS = 400_000_000  # 1024 × 1024 × 380: larger would exhaust the container's memory
@@ -152,21 +132,34 @@ def check_hounsfield(hu: np.ndarray, path: Path | str) -> None:
                         "this does not look like a CT in Hounsfield units")
 
 
-def load_case(case: Case) -> tuple[sitk.Image, sitk.Image, np.ndarray]:
-    """Read and check a CT; return it, its canonical view, and the canonical HU array (z, y, x)."""
-    if case.problem:
-        raise CaseError(case.problem)
-    if case.series:
-        from model.dicom_input import read_series, series_label  # imports this module: loaded on use
+@dataclass(frozen=True)
+class LoadedCase:
+    """A CT as read (``image``: its own storage order and geometry) and as the networks see it.
 
-        label = series_label(case)
-        image = read_series(case, label)
-    else:
-        label, image = case.input_path, read_image(case.input_path)
-    canonical = to_canonical(image)
-    hu = sitk.GetArrayViewFromImage(canonical).astype(np.float32)
-    check_hounsfield(hu, label)
-    return image, canonical, hu
+    It keeps what it takes to undo the canonical view, so a mask computed on ``hu`` goes back to the
+    input's exact geometry with :meth:`mask_image`.
+    """
+
+    image: sitk.Image
+    canonical: sitk.Image
+    hu: np.ndarray  # float32 (z, y, x) Hounsfield units, canonical order
+
+    @classmethod
+    def of(cls, image: sitk.Image, label: Path | str) -> LoadedCase:
+        """The canonical view of ``image``, its voxels checked to be a CT (:func:`check_hounsfield`)."""
+        canonical = to_canonical(image)
+        hu = sitk.GetArrayViewFromImage(canonical).astype(np.float32)
+        check_hounsfield(hu, label)
+        return cls(image, canonical, hu)
+
+    @property
+    def spacing_zyx(self) -> tuple[float, float, float]:
+        """Voxel spacing (mm) in the order of ``hu``'s axes."""
+        return self.canonical.GetSpacing()[::-1]
+
+    def mask_image(self, mask: np.ndarray) -> sitk.Image:
+        """A uint8 0/1 mask on ``hu``'s grid as an image in the input's storage order and geometry."""
+        return mask_image(mask, self.canonical, self.image)
 
 
 def to_canonical(image: sitk.Image) -> sitk.Image:
@@ -193,81 +186,8 @@ def mask_image(mask: np.ndarray, canonical: sitk.Image, reference: sitk.Image) -
 
 def write_image_atomic(image: sitk.Image, path: Path) -> None:
     """Write to a temporary name beside the target, then rename, so no half-written file is ever seen."""
-    suffix = next((s for s in (*FLAT_SUFFIXES, *GC_SUFFIXES) if path.name.lower().endswith(s)), path.suffix)
+    suffix = next((s for s in (*IMAGE_SUFFIXES, *GC_SUFFIXES) if path.name.lower().endswith(s)), path.suffix)
     with atomic_path(path, suffix) as tmp:
         sitk.WriteImage(image, str(tmp), useCompression=True)
 
 
-def _inside(root: Path, candidate: Path) -> bool:
-    return candidate.resolve().is_relative_to(root.resolve())
-
-
-def _gc_image_folders(input_dir: Path) -> tuple[list[Path], list[Case]]:
-    """Image socket folders from ``inputs.json`` (or every folder under ``images/`` when it is absent),
-    and refused entries whose path would leave the input folder."""
-    spec = input_dir / "inputs.json"
-    if not spec.is_file():
-        images = input_dir / "images"
-        return (sorted(p for p in images.iterdir() if p.is_dir()) if images.is_dir() else []), []
-    try:
-        entries = json.loads(spec.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CaseError(f"inputs.json: not valid JSON ({err})") from None
-    if not isinstance(entries, list):
-        raise CaseError("inputs.json: expected a list of inputs")
-    folders, refused = [], []
-    for entry in entries:
-        interface = entry.get("interface", {}) if isinstance(entry, dict) else {}
-        kind = str(interface.get("super_kind", interface.get("kind", ""))).lower()
-        relative = interface.get("relative_path")
-        if kind != "image" or not isinstance(relative, str):
-            continue
-        folder = input_dir / relative
-        if _inside(input_dir, folder):
-            folders.append(folder)
-        else:
-            refused.append(Case(relative, folder, Path(), f"inputs.json: relative_path {relative!r} leaves the "
-                                                          "input folder; refused"))
-    return folders, refused
-
-
-def _refuse_collisions(cases: list[Case]) -> list[Case]:
-    """A second case whose mask would land on the same path as an earlier one's is refused, not overwritten."""
-    seen: dict[Path, Case] = {}
-    result = []
-    for case in cases:
-        first = seen.setdefault(case.output_path, case) if case.problem is None else case
-        if first is not case:
-            case = Case(case.name, case.input_path, case.output_path,
-                        f"{case.input_path.name}: its mask would overwrite that of {first.input_path.name} "
-                        "(names differ only by extension); refused")
-        result.append(case)
-    return result
-
-
-def discover_cases(input_dir: Path, output_dir: Path, output_slug: str = DEFAULT_OUTPUT_SLUG) -> list[Case]:
-    """Every CT under ``input_dir`` and its mask path, for the flat and the grand-challenge layout.
-
-    Flat (INSTANCE): ``input/<name>.nii.gz`` → ``output/<name>.nii.gz``; DICOM series anywhere under
-    ``input`` → ``output/<series name>.nii.gz`` (:mod:`model.dicom_input`).
-    Grand-challenge: ``input/<relative_path>/<uuid>.mha`` → ``output/images/<output_slug>/<uuid>.mha``.
-    Files reached through links that leave the input folder are refused.
-    """
-    if (input_dir / "inputs.json").is_file() or (input_dir / "images").is_dir():
-        folders, cases = _gc_image_folders(input_dir)
-        for folder in folders:
-            for path in sorted(folder.iterdir()) if folder.is_dir() else []:
-                if _has_suffix(path, GC_SUFFIXES):
-                    cases.append(Case(case_name(path), path,
-                                      output_dir / "images" / output_slug / f"{case_name(path)}.mha"))
-    else:
-        from model.dicom_input import find_series  # imports this module: loaded on use
-
-        cases = [Case(case_name(p), p, output_dir / p.name)
-                 for p in sorted(input_dir.iterdir()) if _has_suffix(p, FLAT_SUFFIXES)]
-        cases += find_series(input_dir, output_dir, FLAT_SUFFIXES, {c.name for c in cases})
-    return _refuse_collisions([
-        case if case.problem or _inside(input_dir, case.input_path)
-        else Case(case.name, case.input_path, case.output_path,
-                  f"{case.input_path.name}: links to a file outside the input folder; refused")
-        for case in cases])

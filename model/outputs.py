@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from model.io import Case, write_image_atomic
+from model.io import write_image_atomic
+from model.layouts import Case
 from model.weights import Manifest
 
 

@@ -30,7 +30,7 @@ import numpy as np
 from scipy import ndimage
 
 from model.anatomy import blood_space
-from model.boxes import bounding_box
+from model.head import bounding_box
 from model.spacing import voxel_ml
 
 CONNECTIVITY = ndimage.generate_binary_structure(3, 3)

@@ -51,62 +51,20 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
-from scipy import ndimage
 from torch import nn
 
-from model.boxes import bounding_box
 from model.compute import ComputePath, choose_path
 from model.crop_border import CropBorderPadding, Sides, crop_sides
+from model.head import bounding_box, head_mask, slice_boxes
 from model.networks import for_inference
 from model.overlap import mean_pairwise_dice
 from model.spacing import parse_spacing, resize, spacing_after, target_shape, voxel_ml
 from model.weights import Manifest
-from model.windowing import window_slices, window_volume
+from model.windowing import SLICE_CONTEXT, neighbour_span, window_slices, window_volume
 from model.winograd import transformed_weights, use_winograd
 
 CROP_MARGIN = 32  # pixels kept around each slice's head unless the manifest says (docs/speed.md: measured)
-HEAD_HU = -500.0  # anything denser than this is patient (or table), not air or padding
-PAD_HU = -1024.0
-SLICE_CONTEXT = {"windows3": 0, "slices3": 1, "combined9": 1}  # neighbour slices each input reads
-KEEP_FRACTION = 0.1  # dense regions smaller than this share of the largest are not head (table, cables)
-BLOCK = 4  # regions are found on a 4 × 4 in-plane max-pooled mask: 16× less to label; regions closer
-# than a few voxels (a table ≥ 2 mm from the head is not) count as one
-
-
-def head_mask(hu: np.ndarray) -> np.ndarray:
-    """Voxels denser than air that belong to the head's connected region(s), (Z, Y, X) bool."""
-    dense = hu > HEAD_HU
-    depth, height, width = dense.shape
-    padded = np.pad(dense, ((0, 0), (0, -height % BLOCK), (0, -width % BLOCK)))
-    coarse = padded.reshape(depth, padded.shape[1] // BLOCK, BLOCK, padded.shape[2] // BLOCK, BLOCK).any((2, 4))
-    labels, count = ndimage.label(coarse)
-    if count == 0:
-        return dense
-    sizes = np.bincount(labels.ravel())[1:]
-    keep = np.isin(labels, np.flatnonzero(sizes >= KEEP_FRACTION * sizes.max()) + 1)
-    return dense & keep.repeat(BLOCK, 1).repeat(BLOCK, 2)[:, :height, :width]
-
-
-def head_box(hu: np.ndarray) -> tuple[slice, slice, slice] | None:
-    """Bounding box of the head (:func:`head_mask`); ``None`` when there is no dense voxel."""
-    return bounding_box(head_mask(hu))
-
-
-def slice_boxes(mask: np.ndarray, context: int, factor: tuple[int, int],
-                margin: int) -> list[tuple[int, slice, slice]]:
-    """(z, rows, columns) of every slice whose head box (with ``context`` neighbours) is not empty.
-
-    Each box is widened by ``margin`` and snapped outwards to multiples of ``factor`` (clipped to the
-    slice): the network then computes on the whole slice's grid, so inside the box it gives the
-    whole slice's result except within reach of the box's border, which the margin keeps away.
-    """
-    boxes = []
-    for z in range(mask.shape[0]):
-        box = bounding_box(mask[max(z - context, 0): z + context + 1].any(axis=0))
-        if box is not None:
-            boxes.append((z, *(slice(max(s.start - margin, 0) // f * f, min(-(-(s.stop + margin) // f) * f, n))
-                               for s, f, n in zip(box, factor, mask.shape[1:], strict=True))))
-    return boxes
+PAD_HU = -1024.0  # what a crop is padded with: air
 
 
 @dataclass(frozen=True)
@@ -263,10 +221,10 @@ class EnsemblePredictor:
     def _window(self, volume: torch.Tensor, z: int, rows: slice, cols: slice, height: int,
                 width: int) -> torch.Tensor:
         """Network input (C, height, width) of slice ``z`` cropped to its box, padded with air."""
-        lo, hi = max(z - 1, 0), min(z + 2, volume.shape[0])  # neighbours for the slice modes
-        crop = volume[lo:hi, rows, cols]
+        span = neighbour_span(z, volume.shape[0])
+        crop = volume[span, rows, cols]
         crop = torch.nn.functional.pad(crop, (0, width - crop.shape[-1], 0, height - crop.shape[-2]), value=PAD_HU)
-        return window_slices(crop, self.manifest.input_mode)[z - lo]
+        return window_slices(crop, self.manifest.input_mode)[z - span.start]
 
     def _predict_3d(self, hu: np.ndarray) -> tuple[np.ndarray, list[torch.Tensor]]:
         roi = tuple(int(v) for v in self.manifest.inference.get("roi_size", (16, 192, 192)))

@@ -15,8 +15,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from model.atomic import atomic_path
+from model.windowing import BRAIN_WINDOW
 
-WINDOW_HU = (0.0, 80.0)
 TILE = 256  # pixels across one slice
 MAX_SLICES = 6
 COLUMNS = 3
@@ -43,7 +43,7 @@ def _outline(mask: np.ndarray) -> np.ndarray:
 
 
 def _tile(hu: np.ndarray, mask: np.ndarray, size: tuple[int, int]) -> Image.Image:
-    low, high = WINDOW_HU
+    low, high = BRAIN_WINDOW
     grey = (np.clip((hu - low) / (high - low), 0.0, 1.0) * 255).astype(np.uint8)
     picture = Image.fromarray(grey).resize(size, Image.Resampling.BILINEAR).convert("RGB")
     scaled = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(size, Image.Resampling.NEAREST)) > 0

@@ -18,9 +18,11 @@ from typing import Literal
 import torch
 
 WINDOWS: tuple[tuple[float, float], ...] = ((0.0, 80.0), (-20.0, 180.0), (-150.0, 230.0))
-BRAIN_WINDOW = WINDOWS[0]
+BRAIN_WINDOW = WINDOWS[0]  # also what the QC picture and the evaluation report show
 InputMode = Literal["windows3", "slices3", "combined9"]
 CHANNELS: dict[str, int] = {"windows3": 3, "slices3": 3, "combined9": 9}
+NEIGHBOURS = 1  # slices read on each side of a slice by the slice modes
+SLICE_CONTEXT: dict[str, int] = {"windows3": 0, "slices3": NEIGHBOURS, "combined9": NEIGHBOURS}
 
 
 def apply_window(hu: torch.Tensor, window: tuple[float, float]) -> torch.Tensor:
@@ -29,10 +31,17 @@ def apply_window(hu: torch.Tensor, window: tuple[float, float]) -> torch.Tensor:
     return (hu.clamp(low, high) - low) / (high - low)
 
 
+def neighbour_span(z: int, depth: int) -> slice:
+    """The slices that slice ``z``'s input may read in any mode: itself and its neighbours, clipped to
+    the volume. Windowing that span gives slice ``z``'s input at index ``z - span.start``."""
+    return slice(max(z - NEIGHBOURS, 0), min(z + NEIGHBOURS + 1, depth))
+
+
 def _neighbours(volume: torch.Tensor) -> torch.Tensor:
     """(Z, Y, X) → (Z, 3, Y, X): each slice with the one below and above, edges replicated."""
-    padded = torch.cat([volume[:1], volume, volume[-1:]], dim=0)
-    return torch.stack([padded[:-2], padded[1:-1], padded[2:]], dim=1)
+    padded = torch.cat([volume[:1]] * NEIGHBOURS + [volume] + [volume[-1:]] * NEIGHBOURS, dim=0)
+    depth = volume.shape[0]
+    return torch.stack([padded[k: k + depth] for k in range(2 * NEIGHBOURS + 1)], dim=1)
 
 
 def window_slices(hu: torch.Tensor, mode: str) -> torch.Tensor:

@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model.compute import choose_path
-from model.io import FLAT_SUFFIXES, read_image, to_canonical
+from model.io import IMAGE_SUFFIXES, read_image, to_canonical
 from model.postprocess import postprocess
 from model.predictor import EnsemblePredictor
 from model.weights import load_manifest, load_models
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     rows, ok = [], True
-    for path in sorted(p for p in args.input.iterdir() if p.name.lower().endswith(FLAT_SUFFIXES)):
+    for path in sorted(p for p in args.input.iterdir() if p.name.lower().endswith(IMAGE_SUFFIXES)):
         masks = masks_by_path(path, args.weights)
         (ref_name, reference), *others = masks.items()
         for name, mask in others:

@@ -15,7 +15,8 @@ from PIL import Image
 import process
 from model.dicom_input import read_series, series_label, sorted_headers
 from model.dicom_seg import build_segmentation
-from model.io import CaseError, discover_cases, load_case
+from model.io import CaseError
+from model.layouts import discover_cases, load_case
 from model.predictor import Prediction
 from model.weights import load_manifest
 from tests.conftest import tiny_weights

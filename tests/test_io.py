@@ -9,13 +9,13 @@ import SimpleITK as sitk
 from model.io import (
     CaseError,
     case_name,
-    discover_cases,
     from_canonical,
     mask_image,
     read_image,
     to_canonical,
     write_image_atomic,
 )
+from model.layouts import discover_cases
 from tests.conftest import ct_image, head_volume
 
 

@@ -12,7 +12,8 @@ import torch
 from conftest import head_volume, tiny_weights
 from monai.inferers import sliding_window_inference
 
-from model.predictor import EnsemblePredictor, head_box, head_mask, slice_boxes
+from model.head import head_box, head_mask, slice_boxes
+from model.predictor import EnsemblePredictor
 from model.weights import load_manifest, load_models
 from model.windowing import window_slices, window_volume
 

@@ -8,7 +8,7 @@ import SimpleITK as sitk
 from PIL import Image
 
 import model.qc
-from model.io import Case
+from model.layouts import Case
 from model.outputs import QcRequest, write_case_outputs
 from model.qc import OUTLINE_RGB, TILE, pick_slices, write_qc_png
 from model.weights import load_manifest

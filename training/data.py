@@ -26,10 +26,10 @@ from monai import transforms as mt
 from torch.utils.data import Dataset
 
 from model.atomic import atomic_path
+from model.head import HEAD_HU
 from model.io import CaseError, read_image, to_canonical
-from model.predictor import HEAD_HU
 from model.spacing import Spacing, spacing_after, to_spacing
-from model.windowing import window_slices, window_volume
+from model.windowing import neighbour_span, window_slices, window_volume
 from training.splits import TrainCase
 
 CACHE_VERSION = 2
@@ -111,11 +111,11 @@ def slice_input(hu: np.ndarray, z: int, mode: str, noise_hu: float = 0.0,
     ``noise_hu``: Gaussian noise of that SD added in Hounsfield units before windowing (the same noise
     in every window, as a noisier scan would give).
     """
-    lo, hi = max(z - 1, 0), min(z + 2, hu.shape[0])
-    stack = np.asarray(hu[lo:hi], dtype=np.float32)
+    span = neighbour_span(z, hu.shape[0])
+    stack = np.asarray(hu[span], dtype=np.float32)
     if noise_hu > 0 and rng is not None:
         stack = stack + rng.normal(0.0, noise_hu, stack.shape).astype(np.float32)
-    return window_slices(torch.from_numpy(stack), mode)[z - lo]
+    return window_slices(torch.from_numpy(stack), mode)[z - span.start]
 
 
 def crop_centres(hu: np.ndarray, label: np.ndarray) -> dict[str, np.ndarray]:

@@ -12,9 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.io import CaseError, case_name
-
-SUFFIXES = (".nii.gz", ".nii", ".mha", ".nrrd")
+from model.io import IMAGE_SUFFIXES, CaseError, case_name
 
 
 @dataclass(frozen=True)
@@ -29,8 +27,8 @@ def find_cases(dataset: Path, subset: str = "train") -> list[TrainCase]:
     data, labels = dataset / subset / "data", dataset / subset / "label"
     if not data.is_dir() or not labels.is_dir():
         raise CaseError(f"{dataset}: expected INSTANCE layout {subset}/data/ and {subset}/label/")
-    images = {case_name(p): p for p in data.iterdir() if p.name.lower().endswith(SUFFIXES)}
-    masks = {case_name(p): p for p in labels.iterdir() if p.name.lower().endswith(SUFFIXES)}
+    images = {case_name(p): p for p in data.iterdir() if p.name.lower().endswith(IMAGE_SUFFIXES)}
+    masks = {case_name(p): p for p in labels.iterdir() if p.name.lower().endswith(IMAGE_SUFFIXES)}
     missing = sorted(set(images) - set(masks))
     if missing:
         raise CaseError(f"{labels}: no label for case {missing[0]} ({len(missing)} case(s) without label)")

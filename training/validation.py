@@ -17,7 +17,8 @@ from monai.inferers import sliding_window_inference
 from torch import nn
 
 from model import overlap
-from model.predictor import EnsemblePredictor, head_box
+from model.head import head_box
+from model.predictor import EnsemblePredictor
 from model.weights import Fold, Manifest
 from model.windowing import window_volume
 from training.data import CachedCase

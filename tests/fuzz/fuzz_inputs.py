@@ -26,7 +26,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
 with atheris.instrument_imports(include=["model"]):
-    from model.io import Case, CaseError, discover_cases, load_case
+    from model.io import CaseError
+    from model.layouts import Case, discover_cases, load_case
 
 SUFFIXES = (".nii.gz", ".nii", ".mha", ".nrrd")
 WORK = Path(tempfile.mkdtemp(prefix="fuzz-"))
