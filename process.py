@@ -26,7 +26,7 @@ import SimpleITK as sitk
 from model.atomic import atomic_path
 from model.compute import PRECISIONS, choose_path
 from model.console import Progress, native_stderr_silenced
-from model.device import DeviceError, predict_with_fallback, select_device
+from model.device import DeviceError, select_device
 from model.io import CaseError, LoadedCase
 from model.layouts import DEFAULT_OUTPUT_SLUG, Case, discover_cases, load_case
 from model.outputs import QcRequest, write_case_outputs
@@ -82,8 +82,8 @@ def segment(case: Case, loaded: LoadedCase, predictor: EnsemblePredictor, manife
             qc_dir: Path | None = None) -> dict:
     """Run one case end to end and return its results.json record."""
     hu, spacing_zyx = loaded.hu, loaded.spacing_zyx
-    prediction = predict_with_fallback(predictor, hu, spacing_zyx=spacing_zyx,
-                                       say=lambda message: print(f"{case.name}: {message}", flush=True))
+    prediction = predictor.predict_with_fallback(hu, spacing_zyx,
+                                                 say=lambda message: print(f"{case.name}: {message}", flush=True))
     cleaned = postprocess(prediction.prob, spacing_zyx, manifest.threshold, manifest.postprocess, hu=hu)
     voxels = int(cleaned.mask.sum())
     volume_ml = round(voxels * voxel_ml(spacing_zyx), 6)

@@ -164,6 +164,31 @@ class EnsemblePredictor:
         voxels = tuple(int(m.sum()) for m in masks) if masks else (0,) * len(self.models)
         return Prediction(prob, voxels, mean_pairwise_dice(masks), grid_ml)
 
+    def predict_with_fallback(self, hu: np.ndarray, spacing_zyx: tuple[float, float, float] | None,
+                              say: Callable[[str], None]) -> Prediction:
+        """:meth:`predict`; on CUDA out-of-memory halve the batch, and below one move to the CPU.
+
+        A smaller GPU than the one the defaults were chosen for (a T4 instead of an A10G) then costs
+        time instead of the case. Each step down is reported through ``say`` and kept for later cases.
+        """
+        while True:
+            try:
+                return self.predict(hu, spacing_zyx)
+            except torch.OutOfMemoryError:
+                if self.device.type != "cuda":
+                    raise
+                torch.cuda.empty_cache()
+                say(self._step_down())
+
+    def _step_down(self) -> str:
+        """Halve the batch, or at batch size 1 move the folds to the CPU; says what it did."""
+        if self.batch_size > 1:
+            self.batch_size = max(1, self.batch_size // 2)
+            return f"CUDA out of memory: retrying with batch size {self.batch_size}"
+        self.device = torch.device("cpu")
+        self.models = [model.to(self.device) for model in self.models]
+        return "CUDA out of memory at batch size 1: continuing on the CPU"
+
     def _predict(self, hu: np.ndarray) -> tuple[np.ndarray, list[torch.Tensor]]:
         """Probability on ``hu``'s own grid, and each fold's mask (of the region it ran on)."""
         prob = np.zeros(hu.shape, dtype=np.float32)

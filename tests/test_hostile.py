@@ -15,7 +15,8 @@ import SimpleITK as sitk
 import torch
 
 import process
-from model.device import predict_with_fallback
+from model.predictor import EnsemblePredictor
+from model.weights import load_manifest, load_models
 from tests.conftest import ct_image, head_volume, tiny_weights
 
 GOOD = head_volume((6, 40, 36))
@@ -180,27 +181,35 @@ def test_disk_full_while_writing_leaves_no_partial_mask(tmp_path, monkeypatch):
     assert "No space left" in records[0]["message"]
 
 
-class OomPredictor:
-    """Raises CUDA out-of-memory until it runs on the CPU or with a batch of at most ``fits``."""
+class OomPredictor(EnsemblePredictor):
+    """The real predictor, posing as on CUDA: out of memory until it runs on the CPU or with a batch of at
+    most ``fits`` (then, still "on CUDA", a probability of ones without running the networks)."""
 
-    def __init__(self, fits):
-        self.models, self.device, self.batch_size, self.fits = [torch.nn.Linear(1, 1)], torch.device("cuda"), 8, fits
+    def __init__(self, weights: Path, fits: int) -> None:
+        manifest = load_manifest(weights)
+        super().__init__(load_models(weights, manifest, torch.device("cpu")), manifest, torch.device("cpu"))
+        self.device, self.batch_size, self.fits = torch.device("cuda"), 8, fits
 
-    def predict(self, hu, spacing_zyx=None):
-        if self.device.type == "cuda" and self.batch_size > self.fits:
+    def _predict(self, hu):
+        if self.device.type == "cpu":
+            return super()._predict(hu)
+        if self.batch_size > self.fits:
             raise torch.OutOfMemoryError("CUDA out of memory")
-        return np.ones_like(hu)
+        return np.ones_like(hu, dtype=np.float32), []
 
 
-def test_cuda_out_of_memory_halves_the_batch_then_falls_back_to_cpu(monkeypatch):
+def test_cuda_out_of_memory_halves_the_batch_then_falls_back_to_cpu(monkeypatch, tmp_path):
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    tiny_weights(tmp_path)
     said = []
-    halved = OomPredictor(fits=2)
-    assert predict_with_fallback(halved, np.zeros((2, 2, 2)), said.append).sum() == 8
+    halved = OomPredictor(tmp_path, fits=2)
+    assert halved.predict_with_fallback(np.zeros((2, 2, 2), np.float32), None, said.append).prob.sum() == 8
     assert halved.batch_size == 2 and halved.device.type == "cuda"
-    cpu = OomPredictor(fits=0)
-    predict_with_fallback(cpu, np.zeros((2, 2, 2)), said.append)
+    cpu = OomPredictor(tmp_path, fits=0)
+    hu = GOOD.astype(np.float32)
+    assert cpu.predict_with_fallback(hu, None, said.append).prob.shape == hu.shape  # the networks ran, on the CPU
     assert cpu.device.type == "cpu" and cpu.batch_size == 1
+    assert all(p.device.type == "cpu" for model in cpu.models for p in model.parameters())
     assert said == ["CUDA out of memory: retrying with batch size 4", "CUDA out of memory: retrying with batch size 2",
                     "CUDA out of memory: retrying with batch size 4", "CUDA out of memory: retrying with batch size 2",
                     "CUDA out of memory: retrying with batch size 1",
