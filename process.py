@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     weights = args.weights or default_weights()
     manifest = load_manifest(weights)
     device = select_device(args.device)
-    path = choose_path(device, args.precision, manifest.inference.get("cpu_precision", "fp32"))
+    path = choose_path(device, args.precision, manifest.inference.cpu_precision)
     predictor = EnsemblePredictor(load_models(weights, manifest, device), manifest, device,
                                   mirror=args.mirror, batch_size=args.batch_size, path=path)
     if not args.input.is_dir():

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from model.families import FAMILIES, SEGRESNET2D
 from model.io import CaseError
 from model.windowing import CHANNELS
 from training.distributed import setup, teardown
@@ -28,7 +29,7 @@ def _fit_parser(sub: argparse._SubParsersAction) -> None:
     fit = sub.add_parser("fit", help="train one fold or all folds")
     fit.add_argument("--data", type=Path, required=True, help="INSTANCE-layout dataset folder (with train/)")
     fit.add_argument("--out", type=Path, required=True, help="run folder: config, split, cache, checkpoints, logs")
-    fit.add_argument("--family", choices=("segresnet2d", "cascade3d"), default="segresnet2d")
+    fit.add_argument("--family", choices=tuple(FAMILIES), default=SEGRESNET2D.name)
     fit.add_argument("--input-mode", choices=sorted(CHANNELS), default="windows3")
     fit.add_argument("--stage", type=int, choices=(1, 2), default=1, help="cascade3d: which stage to train")
     fit.add_argument("--fold", default="all", help="'all' or one fold index")
@@ -131,7 +132,7 @@ def export(args: argparse.Namespace) -> int:
           f"min_component_ml {manifest.postprocess.min_component_ml}, keep_peak {manifest.postprocess.keep_peak}, "
           f"intracranial_share "
           f"{manifest.postprocess.intracranial_share}, crop_margin "
-          f"{manifest.inference.get('crop_margin', '-')}")
+          f"{manifest.inference.crop_margin if manifest.spec.slice_wise else '-'}")
     print(json.dumps({k: manifest.description[k] for k in TUNING_TABLES if k in manifest.description}))
     return 0
 

@@ -14,6 +14,7 @@ import torch
 from monai.inferers import sliding_window_inference
 from torch import nn
 
+from model.settings import PatchInference
 from model.weights import Manifest
 from model.windowing import window_slices, window_volume
 
@@ -23,21 +24,21 @@ def baseline_probability(models: list[nn.Module], manifest: Manifest, hu: np.nda
                          device: torch.device, mirror: bool = False) -> np.ndarray:
     """(Z, Y, X) HU → (Z, Y, X) mean fold probability, computed the plain way."""
     volume = torch.from_numpy(hu.astype(np.float32))
-    if manifest.family == "segresnet2d":
+    if manifest.spec.slice_wise:
         factor = models[0].shape_factor()  # a whole slice, rounded up to what the network accepts
         inputs = window_slices(volume, manifest.input_mode)
         roi = tuple(-(-n // f) * f for n, f in zip(hu.shape[1:], factor, strict=True))
         overlap, mode = 0.25, "constant"
     else:
         inputs = window_volume(volume)[None]
-        roi = tuple(manifest.inference.get("roi_size", (16, 192, 192)))
-        overlap, mode = float(manifest.inference.get("overlap", 0.5)), "gaussian"
+        assert isinstance(manifest.inference, PatchInference)  # the 3D family's
+        roi, overlap, mode = manifest.inference.roi_size, manifest.inference.overlap, "gaussian"
 
     def infer(x: torch.Tensor, network: nn.Module) -> torch.Tensor:
         return sliding_window_inference(x, roi, 1, network, overlap=overlap, mode=mode)
 
     def predict(x: torch.Tensor, model: nn.Module) -> torch.Tensor:
-        if manifest.family == "segresnet2d":
+        if manifest.spec.slice_wise:
             return torch.sigmoid(infer(x, model))
         stage1 = torch.sigmoid(infer(x, model.stage1))
         return torch.sigmoid(infer(torch.cat([x, stage1], dim=1), model.stage2))
@@ -49,4 +50,4 @@ def baseline_probability(models: list[nn.Module], manifest: Manifest, hu: np.nda
         if mirror:
             total += predict(x.flip(-1), model).flip(-1).cpu()
     total /= len(models) * (2 if mirror else 1)
-    return (total[:, 0] if manifest.family == "segresnet2d" else total[0, 0]).numpy()
+    return (total[:, 0] if manifest.spec.slice_wise else total[0, 0]).numpy()

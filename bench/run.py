@@ -51,19 +51,19 @@ from measure import ShapeRecorder, matmul_peak, peak_memory, sync  # noqa: E402
 
 from model.compute import choose_path, cpu_flags, cpu_has_native_bf16, cpu_model  # noqa: E402
 from model.crop_border import crop_sides  # noqa: E402
+from model.families import CASCADE3D, SEGRESNET2D, Family, family  # noqa: E402
 from model.head import head_box, head_mask, slice_boxes  # noqa: E402
 from model.io import LoadedCase, read_image, write_image_atomic  # noqa: E402
 from model.overlap import dice  # noqa: E402
 from model.postprocess import postprocess  # noqa: E402
 from model.predictor import PAD_HU, EnsemblePredictor  # noqa: E402
 from model.weights import Manifest, build_model, load_manifest, load_models, write_weights  # noqa: E402
-from model.windowing import SLICE_CONTEXT, window_slices, window_volume  # noqa: E402
+from model.windowing import SLICE_CONTEXT, neighbour_span, window_slices, window_volume  # noqa: E402
 
 FULL_SLICES, FULL_FOLDS = 32, 5
-SHIPPED_DEFAULTS = {
-    "segresnet2d": {"input_mode": "windows3", "network": {"init_filters": 8}, "inference": {"batch_size": 8}},
-    "cascade3d": {"input_mode": "windows3", "network": {"init_filters": 8},
-                  "inference": {"roi_size": [16, 192, 192], "overlap": 0.5, "batch_size": 2}},
+SHIPPED_DEFAULTS = {  # rows without trained weights of their family; the rest are the family's defaults
+    SEGRESNET2D.name: {"input_mode": "windows3", "network": {"init_filters": 8}, "inference": {"batch_size": 8}},
+    CASCADE3D.name: {"input_mode": "windows3", "network": {"init_filters": 8}, "inference": {"batch_size": 2}},
 }
 
 
@@ -82,6 +82,10 @@ class Row:
         return f"{self.family} {self.size} {self.device}"
 
     @property
+    def spec(self) -> Family:
+        return family(self.family)
+
+    @property
     def reduced(self) -> bool:
         return (self.slices, self.folds, self.field) != (FULL_SLICES, FULL_FOLDS, 512)
 
@@ -89,20 +93,21 @@ class Row:
 def plan(quick: bool, devices: list[str]) -> list[Row]:
     """The rows to run: everything at full case size on CUDA, slimmer cases where CPU time demands."""
     rows: list[Row] = []
+    two, three = SEGRESNET2D.name, CASCADE3D.name
     for device in devices:
         if device == "cuda":
-            rows += [Row(f, s, device) for f in ("segresnet2d", "cascade3d") for s in ("shipped", "full")]
-            rows.append(Row("segresnet2d", "full", device, slices=70, baseline=False))
+            rows += [Row(f, s, device) for f in (two, three) for s in ("shipped", "full")]
+            rows.append(Row(two, "full", device, slices=70, baseline=False))
         elif quick:
-            rows += [Row("segresnet2d", "shipped", device, folds=2),
-                     Row("segresnet2d", "full", device, slices=2, folds=1),
-                     Row("cascade3d", "shipped", device, slices=16, folds=1),
-                     Row("segresnet2d", "shipped", device, slices=70, folds=1, baseline=False)]
+            rows += [Row(two, "shipped", device, folds=2),
+                     Row(two, "full", device, slices=2, folds=1),
+                     Row(three, "shipped", device, slices=16, folds=1),
+                     Row(two, "shipped", device, slices=70, folds=1, baseline=False)]
         else:
-            rows += [Row("segresnet2d", "shipped", device), Row("segresnet2d", "full", device, slices=4),
-                     Row("cascade3d", "shipped", device, folds=1),
-                     Row("cascade3d", "full", device, slices=16, folds=1, field=256),
-                     Row("segresnet2d", "shipped", device, slices=70, folds=1, baseline=False)]
+            rows += [Row(two, "shipped", device), Row(two, "full", device, slices=4),
+                     Row(three, "shipped", device, folds=1),
+                     Row(three, "full", device, slices=16, folds=1, field=256),
+                     Row(two, "shipped", device, slices=70, folds=1, baseline=False)]
     return rows
 
 
@@ -129,10 +134,10 @@ def final_head(model: nn.Module) -> nn.Conv2d | nn.Conv3d:
 
 
 @torch.inference_mode()
-def calibrate(model: nn.Module, family: str, hu: np.ndarray, device: torch.device) -> None:
+def calibrate(model: nn.Module, spec: Family, hu: np.ndarray, device: torch.device) -> None:
     """Rescale a random head so its logits on a sample of the case have spread 8, 30 % positive."""
     crop = torch.from_numpy(hu[head_box(hu)].astype(np.float32))
-    if family == "segresnet2d":  # the middle slice at half resolution
+    if spec.slice_wise:  # the middle slice at half resolution
         sample = torch.nn.functional.avg_pool2d(window_slices(crop[len(crop) // 2:][:1], "windows3"), 2)
     else:  # a patch of up to 16 × 96 × 96 at the crop's centre
         centre = [n // 2 for n in crop.shape]
@@ -169,7 +174,7 @@ def make_models(row: Row, hu: np.ndarray, workdir: Path) -> tuple[list[nn.Module
     manifest = write_weights(folder, data, states)
     models = load_models(folder, manifest, device)
     for model in models:
-        calibrate(model, row.family, hu, device)
+        calibrate(model, row.spec, hu, device)
     return models, manifest, False
 
 
@@ -220,21 +225,21 @@ def same_input_reference(predictor: EnsemblePredictor, hu: np.ndarray) -> np.nda
     models, manifest, device = predictor.models, predictor.manifest, predictor.device
     prob = np.zeros(hu.shape, dtype=np.float32)
     box = head_box(hu)
-    if manifest.family != "segresnet2d":
+    if not manifest.spec.slice_wise:
         prob[box] = baseline_probability(models, manifest, np.ascontiguousarray(hu[box]), device)
         return prob
     factor = models[0].shape_factor()
     for z, rows, cols in slice_boxes(head_mask(hu), SLICE_CONTEXT[manifest.input_mode], factor, predictor.crop_margin):
         if not box[0].start <= z < box[0].stop:
             continue
-        lo, hi = max(z - 1, 0), min(z + 2, hu.shape[0])
-        crop = hu[lo:hi, rows, cols]
+        span = neighbour_span(z, hu.shape[0])
+        crop = hu[span, rows, cols]
         crop = np.pad(crop, [(0, 0), *[(0, -n % f) for n, f in zip(crop.shape[1:], factor, strict=True)]],
                       constant_values=PAD_HU)
         with ExitStack() as stack:
             for border in predictor.borders:
                 stack.enter_context(border.inner(crop_sides(rows, cols, *hu.shape[1:])))
-            plain = baseline_probability(models, manifest, np.ascontiguousarray(crop), device)[z - lo]
+            plain = baseline_probability(models, manifest, np.ascontiguousarray(crop), device)[z - span.start]
         prob[z, rows, cols] = plain[: rows.stop - rows.start, : cols.stop - cols.start]
     return prob
 
@@ -245,7 +250,7 @@ def case_volume(row: Row) -> np.ndarray:
     if row.slices >= FULL_SLICES:
         return head_ct(row.slices, row.field)
     full = head_ct(FULL_SLICES, row.field)
-    if row.family == "segresnet2d":
+    if row.spec.slice_wise:
         return full[np.linspace(0, FULL_SLICES - 1, row.slices + 2).round().astype(int)[1:-1]]
     start = (FULL_SLICES - row.slices) // 2
     return full[start: start + row.slices]
@@ -310,7 +315,7 @@ def run_row(row: Row, workdir: Path, quick: bool = False, repeat: int = 1, preci
         "head_box_fraction": float(np.prod([s.stop - s.start for s in head_box(hu)]) / hu.size),
         "mask_fraction": float(ours["mask"].mean()),
     }
-    if row.reduced and row.field == 512 and row.family == "segresnet2d":  # 2D work is linear in both
+    if row.reduced and row.field == 512 and row.spec.slice_wise:  # 2D work is linear in both
         scale = FULL_SLICES / row.slices
         other = result["seconds"]["end_to_end"] - result["seconds"]["ensemble"]
         result["seconds_per_case"] = other * scale + result["seconds"]["ensemble"] * scale * FULL_FOLDS / row.folds
@@ -335,7 +340,7 @@ def run_row(row: Row, workdir: Path, quick: bool = False, repeat: int = 1, preci
         result["dice_vs_baseline"] = dice(ours["mask"], theirs["mask"])
         result["dice_vs_baseline_head"] = dice(ours["mask"][head], theirs["mask"][head])
         result["max_abs_dprob"] = float(np.abs(ours["prob"] - theirs["prob"])[head].max())
-    if row.baseline and not (quick and row.family == "cascade3d"):  # plain SWI equality is a unit test
+    if row.baseline and not (quick and not row.spec.slice_wise):  # plain 3D SWI equality is a unit test
         direct = EnsemblePredictor(models, manifest, device, mirror=False, winograd=False,
                                    path=choose_path(device, "fp32"))
         same = same_input_reference(direct, hu.astype(np.float32))
@@ -375,7 +380,7 @@ def table(results: list[dict], peaks: dict[str, dict]) -> str:
 
 def summary(results: list[dict]) -> str:
     """The last line: the full-size 2D ensemble on the fastest device present."""
-    rows = [r for r in results if r["family"] == "segresnet2d" and r["size"] == "full" and "baseline" in r]
+    rows = [r for r in results if family(r["family"]).slice_wise and r["size"] == "full" and "baseline" in r]
     row = next((r for r in rows if r["device"] == "cuda"), rows[0] if rows else None)
     if row is None:
         return f"speedup=nan fraction_of_peak=nan seconds_per_case=nan peak_mb=nan cpu={cpu_model().replace(' ', '_')}"

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from monai.networks.blocks.dynunet_block import UnetBasicBlock, UnetOutBlock, UnetUpBlock
@@ -85,18 +86,30 @@ class Cascade3D(nn.Module):
         return self.stage2(torch.cat([x, torch.sigmoid(self.stage1(x))], dim=1))
 
 
-def build_network(family: str, in_channels: int, params: dict) -> nn.Module:
-    """The network named by a weights manifest, with its hyper-parameters."""
-    if family == "segresnet2d":
-        return SegResNetDS(
-            spatial_dims=2, in_channels=in_channels, out_channels=1,
-            init_filters=int(params.get("init_filters", 32)),
-            blocks_down=tuple(params.get("blocks_down", (1, 2, 2, 4, 4))),
-            dsdepth=int(params.get("dsdepth", 4)), norm=params.get("norm", "batch"))
-    if family == "cascade3d":
-        return Cascade3D(in_channels, params.get("pool_kernels", ((1, 2, 2), (1, 2, 2), (2, 2, 2), (2, 2, 2))),
-                         int(params.get("init_filters", 32)), int(params.get("max_filters", 320)))
-    raise ValueError(f"unknown model family {family!r}; expected 'segresnet2d' or 'cascade3d'")
+@dataclass(frozen=True)
+class SegResNet2DNetwork:
+    """Manifest ``network`` of the 2D family; the defaults are the second seed's size."""
+
+    init_filters: int = 32
+    blocks_down: tuple[int, ...] = (1, 2, 2, 4, 4)
+    dsdepth: int = 4  # deep-supervision outputs (training's loss weighs them; inference reads the first)
+    norm: str = "batch"  # batch norm: fixed statistics, so a crop gives the whole slice's result
+
+    def build(self, in_channels: int) -> nn.Module:
+        return SegResNetDS(spatial_dims=2, in_channels=in_channels, out_channels=1, init_filters=self.init_filters,
+                           blocks_down=self.blocks_down, dsdepth=self.dsdepth, norm=self.norm)
+
+
+@dataclass(frozen=True)
+class Cascade3DNetwork:
+    """Manifest ``network`` of the 3D cascade; the defaults are the first seed's size."""
+
+    pool_kernels: tuple[tuple[int, int, int], ...] = ((1, 2, 2), (1, 2, 2), (2, 2, 2), (2, 2, 2))
+    init_filters: int = 32
+    max_filters: int = 320
+
+    def build(self, in_channels: int) -> nn.Module:
+        return Cascade3D(in_channels, self.pool_kernels, self.init_filters, self.max_filters)
 
 
 def for_inference(model: nn.Module) -> nn.Module:

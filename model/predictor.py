@@ -58,12 +58,12 @@ from model.crop_border import CropBorderPadding, Sides, crop_sides
 from model.head import bounding_box, head_mask, slice_boxes
 from model.networks import for_inference
 from model.overlap import mean_pairwise_dice
+from model.settings import PatchInference
 from model.spacing import parse_spacing, resize, spacing_after, target_shape, voxel_ml
 from model.weights import Manifest
 from model.windowing import SLICE_CONTEXT, neighbour_span, window_slices, window_volume
 from model.winograd import transformed_weights, use_winograd
 
-CROP_MARGIN = 32  # pixels kept around each slice's head unless the manifest says (docs/speed.md: measured)
 PAD_HU = -1024.0  # what a crop is padded with: air
 
 
@@ -101,23 +101,25 @@ class EnsemblePredictor:
                  path: ComputePath | None = None) -> None:
         """``path``: precision and algorithm (default: :func:`model.compute.choose_path` for ``device``
         and the manifest's ``cpu_precision``); ``winograd`` overrides the path's choice of Winograd."""
-        self.path = path or choose_path(device, "auto", manifest.inference.get("cpu_precision", "fp32"))
+        self.path = path or choose_path(device, "auto", manifest.inference.cpu_precision)
         self.models = [for_inference(model) for model in models]  # the callers' models stay as they are
         self.manifest = manifest
         self.device = device
-        self.mirror = bool(manifest.inference.get("mirror", False) if mirror is None else mirror)
-        self.batch_size = int(batch_size or manifest.inference.get("batch_size", 8))
-        self.crop_margin = int(manifest.inference.get("crop_margin", CROP_MARGIN))
-        self.spacing = parse_spacing(manifest.inference.get("spacing_zyx"))
+        settings = manifest.inference
+        self.mirror = bool(settings.mirror if mirror is None else mirror)
+        self.batch_size = int(batch_size or settings.batch_size)
+        self.crop_margin = settings.crop_margin
+        self.spacing = parse_spacing(settings.spacing_zyx)
+        self.slice_wise = manifest.spec.slice_wise
         self.views = len(self.models) * (2 if self.mirror else 1)  # probabilities summed per voxel
         winograd = self.path.winograd and device.type == "cpu" if winograd is None else winograd
         self.factor = tuple(self.models[0].shape_factor())  # sizes the networks accept are multiples of it
-        if manifest.family == "segresnet2d":
+        if self.slice_wise:
             for model in self.models:
                 model.to(memory_format=torch.channels_last)
                 if winograd:
                     use_winograd(model)
-        self.borders = [CropBorderPadding(model) for model in self.models] if manifest.family == "segresnet2d" else []
+        self.borders = [CropBorderPadding(model) for model in self.models] if self.slice_wise else []
 
     def _autocast(self) -> torch.autocast:
         """The path's autocast; none once an out-of-memory fallback moved a CUDA path to the CPU."""
@@ -196,7 +198,7 @@ class EnsemblePredictor:
         box = bounding_box(mask)
         if box is None:
             return prob, []
-        if self.manifest.family == "segresnet2d":
+        if self.slice_wise:
             context = SLICE_CONTEXT[self.manifest.input_mode]
             lo, hi = max(box[0].start - context, 0), min(box[0].stop + context, hu.shape[0])
             first, stop = box[0].start - lo, box[0].stop - lo  # the context slices are not predicted
@@ -252,8 +254,9 @@ class EnsemblePredictor:
         return window_slices(crop, self.manifest.input_mode)[z - span.start]
 
     def _predict_3d(self, hu: np.ndarray) -> tuple[np.ndarray, list[torch.Tensor]]:
-        roi = tuple(int(v) for v in self.manifest.inference.get("roi_size", (16, 192, 192)))
-        overlap = float(self.manifest.inference.get("overlap", 0.5))
+        settings = self.manifest.inference
+        assert isinstance(settings, PatchInference)  # the 3D family's (model.families)
+        roi, overlap = settings.roi_size, settings.overlap
         x = window_volume(self._to_device(hu))[None]
 
         def window(stage: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:

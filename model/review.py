@@ -13,15 +13,12 @@ and on the held-out cases it was most often a normal head.
 from __future__ import annotations
 
 from model.predictor import Prediction
-
-DEFAULT_MIN_FOLD_DICE = 0.5
-DEFAULT_MIN_ML = 0.1
+from model.settings import Inference
 
 
-def review(prediction: Prediction, inference: dict) -> dict:
+def review(prediction: Prediction, inference: Inference) -> dict:
     """results.json's fields: the folds' agreement, ``review`` and, when raised, its ``review_reason``."""
-    min_dice = float(inference.get("review_min_fold_dice", DEFAULT_MIN_FOLD_DICE))
-    min_ml = float(inference.get("review_min_ml", DEFAULT_MIN_ML))
+    min_dice, min_ml = inference.review_min_fold_dice, inference.review_min_ml
     fold_ml = prediction.fold_ml
     largest = max(fold_ml) if fold_ml else None
     record: dict = {"fold_dice": round(prediction.fold_dice, 4), "fold_ml": list(fold_ml) if fold_ml else None}

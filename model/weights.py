@@ -12,18 +12,21 @@ from __future__ import annotations
 import hashlib
 import json
 import pickle
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from model.networks import build_network
+from model.families import FAMILIES, Family
+from model.networks import Cascade3DNetwork, SegResNet2DNetwork
 from model.postprocess import PostprocessConfig
+from model.settings import Inference, SettingsError, parse
 from model.windowing import CHANNELS
 
 MANIFEST = "manifest.json"
-FAMILIES = ("segresnet2d", "cascade3d")
+KEYS = ("family", "input_mode", "folds", "network", "threshold", "postprocess", "inference", "description")
 
 
 class WeightsError(Exception):
@@ -38,16 +41,25 @@ class Fold:
 
 @dataclass(frozen=True)
 class Manifest:
-    """What a weights folder holds and how to run it."""
+    """What a weights folder holds and how to run it, typed: :meth:`from_dict` is the one parser.
+
+    ``network`` and ``inference`` are the family's settings classes (:mod:`model.families`), with
+    their defaults for what the JSON leaves out; ``description`` is free-form provenance.
+    """
 
     family: str
     input_mode: str
     folds: tuple[Fold, ...]
-    network: dict = field(default_factory=dict)
+    network: SegResNet2DNetwork | Cascade3DNetwork
+    inference: Inference
     threshold: float = 0.5
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
-    inference: dict = field(default_factory=dict)
     description: dict = field(default_factory=dict)
+
+    @property
+    def spec(self) -> Family:
+        """The family's registry entry: what differs between the families is asked of it."""
+        return FAMILIES[self.family]
 
     @property
     def in_channels(self) -> int:
@@ -55,20 +67,29 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: dict) -> Manifest:
-        family, mode = data.get("family"), data.get("input_mode")
-        if family not in FAMILIES:
-            raise WeightsError(f"manifest: family {family!r} is not one of {FAMILIES}")
-        if mode not in CHANNELS or (family == "cascade3d" and mode != "windows3"):
-            raise WeightsError(f"manifest: input_mode {mode!r} is not valid for {family}")
+        """Validate and type a manifest's JSON; an unknown key anywhere but ``description`` is an error."""
+        unknown = sorted(set(data) - set(KEYS))
+        if unknown:
+            raise WeightsError(f"manifest: unknown key {unknown[0]!r} (known: {', '.join(KEYS)})")
+        name, mode = data.get("family"), data.get("input_mode")
+        if name not in FAMILIES:
+            raise WeightsError(f"manifest: family {name!r} is not one of {tuple(FAMILIES)}")
+        family = FAMILIES[name]
+        if mode not in family.input_modes:
+            raise WeightsError(f"manifest: input_mode {mode!r} is not valid for {name}")
         folds = tuple(Fold(str(f["file"]), str(f["sha256"]).lower()) for f in data.get("folds", []))
         if not folds:
             raise WeightsError("manifest: lists no fold checkpoints")
         threshold = float(data.get("threshold", 0.5))
         if not 0.0 < threshold < 1.0:
             raise WeightsError(f"manifest: threshold {threshold} is not inside (0, 1)")
-        return cls(family=family, input_mode=mode, folds=folds, network=dict(data.get("network", {})),
-                   threshold=threshold, postprocess=PostprocessConfig(**data.get("postprocess", {})),
-                   inference=dict(data.get("inference", {})), description=dict(data.get("description", {})))
+        try:
+            return cls(family=name, input_mode=mode, folds=folds, network=family.parse_network(data.get("network")),
+                       inference=family.parse_inference(data.get("inference")), threshold=threshold,
+                       postprocess=parse(PostprocessConfig, data.get("postprocess"), "postprocess"),
+                       description=dict(data.get("description", {})))
+        except SettingsError as err:
+            raise WeightsError(f"manifest: {err}") from None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -100,22 +121,25 @@ def load_manifest(weights_dir: Path) -> Manifest:
     return manifest
 
 
-def build_model(manifest: Manifest) -> nn.Module:
-    return build_network(manifest.family, manifest.in_channels, manifest.network)
+def build_model(manifest: Manifest, state: Mapping[str, torch.Tensor] | None = None) -> nn.Module:
+    """The manifest's network; with ``state``, its tensors loaded (strictly: every one must fit)."""
+    model = manifest.network.build(manifest.in_channels)
+    if state is not None:
+        model.load_state_dict(state)
+    return model
 
 
 def load_models(weights_dir: Path, manifest: Manifest, device: torch.device) -> list[nn.Module]:
     """One network per fold, in eval mode on ``device``; tensors only, never pickled code."""
     models = []
     for fold in manifest.folds:
-        model = build_model(manifest)
         try:
             state = torch.load(weights_dir / fold.file, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError:
             raise WeightsError(f"{weights_dir / fold.file}: holds pickled objects, not plain tensors; "
                                "refused (weights_only loading)") from None
         try:
-            model.load_state_dict(state)
+            model = build_model(manifest, state)
         except (RuntimeError, ValueError, OSError) as err:
             first = str(err).strip().splitlines()[0][:200]
             raise WeightsError(f"{weights_dir / fold.file}: does not fit the manifest's network ({first})") from None

@@ -38,7 +38,7 @@ def masks_by_path(path: Path, weights: Path) -> dict[str, np.ndarray]:
     hu, spacing = sitk.GetArrayFromImage(image).astype(np.float32), image.GetSpacing()[::-1]
     cpu = torch.device("cpu")
     paths = {"cpu-fp32": (cpu, choose_path(cpu, "fp32")),
-             "cpu-dispatched": (cpu, choose_path(cpu, "auto", manifest.inference.get("cpu_precision", "fp32")))}
+             "cpu-dispatched": (cpu, choose_path(cpu, "auto", manifest.inference.cpu_precision))}
     if torch.cuda.is_available():
         cuda = torch.device("cuda")
         paths["cuda"] = (cuda, choose_path(cuda))

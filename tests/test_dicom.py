@@ -17,7 +17,7 @@ from model.dicom_input import read_series, series_label, sorted_headers
 from model.dicom_seg import build_segmentation
 from model.io import CaseError
 from model.layouts import discover_cases, load_case
-from model.predictor import Prediction
+from model.predictor import EnsemblePredictor, Prediction
 from model.weights import load_manifest
 from tests.conftest import tiny_weights
 from tests.dicom_series import BLEED, dicom_head, write_series
@@ -61,7 +61,7 @@ def dicom_run(tmp_path_factory):
     write_all(root / "in")
     tiny_weights(root / "weights")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(process, "predict_with_fallback", fake_prediction)
+        patch.setattr(EnsemblePredictor, "predict_with_fallback", fake_prediction)
         code = process.main(["--input", str(root / "in"), "--output", str(root / "out"),
                              "--weights", str(root / "weights"), "--qc"])
     records = {Path(r["input"]).name: r for r in json.loads((root / "out" / "results.json").read_text())["cases"]}

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from test_training import write_dataset
 
-from model.networks import build_network
+from model.families import build_network
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -158,11 +158,12 @@ def test_checkpoint_with_code_is_not_unpickled(tmp_path):
 def test_review_flag_is_raised_when_folds_disagree():
     from model.predictor import Prediction
     from model.review import review
+    from model.settings import Inference
 
     agree = Prediction(np.zeros((1, 2, 2), np.float32), (100, 110), 0.9, 0.01)
     split = Prediction(np.zeros((1, 2, 2), np.float32), (100, 0), 0.0, 0.01)
     speck = Prediction(np.zeros((1, 2, 2), np.float32), (3, 0), 0.0, 0.01)  # 0.03 mL in one fold only
-    settings = {"review_min_fold_dice": 0.5, "review_min_ml": 0.1}
+    settings = Inference(review_min_fold_dice=0.5, review_min_ml=0.1)
     assert review(agree, settings) == {"fold_dice": 0.9, "fold_ml": [1.0, 1.1], "review": False}
     flagged = review(split, settings)
     assert flagged["review"] and "folds disagree" in flagged["review_reason"]

@@ -6,7 +6,8 @@ import torch
 from monai.networks.nets.segresnet_ds import SegResBlock
 from torch import nn
 
-from model.networks import build_network, for_inference
+from model.families import build_network
+from model.networks import for_inference
 
 
 def trained_like(model: nn.Module) -> nn.Module:

@@ -117,7 +117,7 @@ def test_3d_equals_plain_monai_sliding_window(tmp_path: Path) -> None:
     models = load_models(tmp_path, manifest, CPU)
     hu = with_air(head_volume((8, 48, 40)))
     box = head_box(hu)
-    roi, overlap = manifest.inference["roi_size"], manifest.inference.get("overlap", 0.5)
+    roi, overlap = manifest.inference.roi_size, manifest.inference.overlap
     expected = np.zeros(hu.shape, dtype=np.float32)
     with torch.inference_mode():
         x = window_volume(torch.from_numpy(hu[box].copy()))[None]

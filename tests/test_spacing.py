@@ -18,7 +18,7 @@ from torch import nn
 from model.postprocess import postprocess
 from model.predictor import EnsemblePredictor
 from model.spacing import parse_spacing, resize, target_shape, to_spacing, voxel_ml
-from model.weights import Fold, Manifest, load_manifest, load_models
+from model.weights import Manifest, load_manifest, load_models
 from tests.conftest import ct_image, head_volume
 from training.data import cache_case
 from training.splits import TrainCase
@@ -68,7 +68,8 @@ class Recorder(nn.Module):
 
 def manifest(spacing: list | None) -> Manifest:
     inference = {"crop_margin": 64} | ({"spacing_zyx": spacing} if spacing else {})
-    return Manifest(family="segresnet2d", input_mode="windows3", folds=(Fold("-", "-"),), inference=inference)
+    return Manifest.from_dict({"family": "segresnet2d", "input_mode": "windows3",
+                               "folds": [{"file": "-", "sha256": "-"}], "inference": inference})
 
 
 def test_predictor_runs_at_the_trained_spacing_and_answers_on_the_input_grid():

@@ -24,7 +24,8 @@ from training import data as training_data
 from training import export as export_module
 from training.data import SliceDataset, cache_case, crop_centres, slice_input
 from training.export import CROP_MARGIN_CANDIDATES, WHOLE_SLICE
-from training.losses import build_loss, dice_bce
+from training.families import training_family
+from training.losses import dice_bce
 from training.splits import find_cases, make_splits, read_splits, write_splits
 from training.validation import dice
 
@@ -181,13 +182,13 @@ def test_export_round_trips_into_process(dataset: Path, tmp_path: Path) -> None:
     assert manifest.description["data"] == "blobs"
     tuning = json.loads((run / "export_tuning.json").read_text())
     assert tuning["min_component_ml"] == manifest.postprocess.min_component_ml
-    margin, agreement = manifest.inference["crop_margin"], tuning["crop_margin_agreement"]
+    margin, agreement = manifest.inference.crop_margin, tuning["crop_margin_agreement"]
     assert agreement == manifest.description["crop_margin_agreement"]
     assert all(agreement[str(m)] < 0.999 for m in CROP_MARGIN_CANDIDATES if m < margin)  # the smallest that agrees
     assert margin == WHOLE_SLICE or agreement[str(margin)] >= 0.999
     models = load_models(weights, manifest, torch.device("cpu"))
     best = torch.load(run / "fold1/best.pt", weights_only=True)["model"]
-    assert manifest.network["norm"] == "batch"
+    assert manifest.network.norm == "batch"
     assert float(best["encoder.layers.0.blocks.0.norm1.running_var"].sub(1).abs().max()) > 1e-3  # stats learned
     for key, value in best.items():
         torch.testing.assert_close(models[1].state_dict()[key], value)
@@ -198,10 +199,10 @@ def test_export_round_trips_into_process(dataset: Path, tmp_path: Path) -> None:
     assert mask.GetSize() == (64, 64, 8)
     if cpu_has_native_bf16():  # bf16 allowed on the CPU only where measured equal to fp32, out of fold
         agreement = manifest.description["bf16_agreement"]
-        assert manifest.inference["cpu_precision"] == ("auto" if agreement["allowed"] else "fp32")
+        assert manifest.inference.cpu_precision == ("auto" if agreement["allowed"] else "fp32")
         assert agreement["allowed"] == (agreement["dice"] >= 0.99 and agreement["volume_change"] <= 0.01)
     else:
-        assert manifest.inference["cpu_precision"] == "fp32"
+        assert manifest.inference.cpu_precision == "fp32"
     assert train.main(["export", "--run", str(run), "--weights", str(tmp_path / "one"), "--folds", "1",
                        "--min-component-ml", "0", "--crop-margin", "16"]) == 0
     one = load_manifest(tmp_path / "one")  # a subset of the folds ships, e.g. those trained in the time there was
@@ -218,7 +219,7 @@ def test_export_picks_the_smallest_margin_that_matches_whole_slices(dataset: Pat
     seen: list[int] = []
 
     def fake_predict(model, manifest, case, device) -> np.ndarray:
-        margin = manifest.inference["crop_margin"]
+        margin = manifest.inference.crop_margin
         seen.append(margin)
         prob = np.asarray(case.label(), dtype=np.float32) * 0.9  # the whole slice's answer: the label
         if margin < 32:
@@ -227,7 +228,7 @@ def test_export_picks_the_smallest_margin_that_matches_whole_slices(dataset: Pat
 
     monkeypatch.setattr(export_module, "predict_case", fake_predict)
     manifest = export_module.export_run(run, tmp_path / "weights")
-    assert manifest.inference["crop_margin"] == 32
+    assert manifest.inference.crop_margin == 32
     agreement = manifest.description["crop_margin_agreement"]
     assert agreement["0"] == agreement["8"] == agreement["16"] < 0.999 and agreement["32"] == agreement["64"] == 1.0
     assert sorted(set(seen)) == [*CROP_MARGIN_CANDIDATES, WHOLE_SLICE] and len(seen) == 6 * 4  # 4 held-out cases
@@ -289,7 +290,7 @@ def test_cache_refuses_label_of_other_shape(tmp_path: Path) -> None:
 
 
 def test_deep_supervision_weights_halve_per_level() -> None:
-    loss = build_loss("segresnet2d")
+    loss = training_family("segresnet2d").loss()
     assert loss.get_weights(4) == [1.0, 0.5, 0.25, 0.125]
     logits = [torch.zeros(2, 1, 16, 16), torch.zeros(2, 1, 8, 8)]
     target = torch.zeros(2, 1, 16, 16)

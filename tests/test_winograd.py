@@ -12,7 +12,7 @@ from conftest import head_volume, tiny_weights
 from torch import nn
 
 import model.winograd as winograd
-from model.networks import build_network
+from model.families import build_network
 from model.predictor import EnsemblePredictor
 from model.weights import load_manifest, load_models
 from model.winograd import WinogradConv2d, eligible, transformed_weights, use_winograd

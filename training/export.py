@@ -24,13 +24,13 @@ from torch import nn
 
 from model.anatomy import blood_space
 from model.compute import choose_path, cpu_has_native_bf16
-from model.networks import build_network
+from model.families import family
 from model.postprocess import CONNECTIVITY, PostprocessConfig, most_probable_region, remove_extracranial
 from model.predictor import EnsemblePredictor
 from model.spacing import parse_spacing, voxel_ml
-from model.weights import Manifest, write_weights
-from model.windowing import CHANNELS
+from model.weights import Manifest, build_model, write_weights
 from training.data import CachedCase, cache_case
+from training.families import checkpoint_path, training_family
 from training.splits import find_cases, read_splits
 from training.validation import predict_case, probe_manifest
 
@@ -58,21 +58,18 @@ def fold_states(run: Path, config: dict, checkpoint: str = "best",
     """The state dict of each fold (default: all) in the manifest's network layout (the cascade's two
     stages joined)."""
     states = {}
+    stages = training_family(config["family"]).stages
     for fold in range(config["folds"]) if folds is None else folds:
         if not 0 <= fold < config["folds"]:
             raise ValueError(f"fold {fold} is outside 0..{config['folds'] - 1}")
-        if config["family"] == "segresnet2d":
-            states[fold] = _load(run / f"fold{fold}/{checkpoint}.pt")["model"]
-        else:
-            states[fold] = {f"{stage}.{key}": value for stage in ("stage1", "stage2")
-                            for key, value in _load(run / f"fold{fold}/{stage}/{checkpoint}.pt")["model"].items()}
+        states[fold] = {f"{stage}.{key}" if stage else key: value for stage in stages
+                        for key, value in _load(checkpoint_path(run, fold, stage, checkpoint))["model"].items()}
     return states
 
 
 def _model(config: dict, state: dict, device: torch.device) -> nn.Module:
-    model = build_network(config["family"], CHANNELS[config["input_mode"]], config["network"])
-    model.load_state_dict(state)
-    return model.to(device).eval()
+    manifest = probe_manifest(config["family"], config["input_mode"], config["network"], config["inference"])
+    return build_model(manifest, state).to(device).eval()
 
 
 def _held_out(run: Path, config: dict, states: dict[int, dict],
@@ -218,7 +215,7 @@ def export_run(run: Path, weights_dir: Path, checkpoint: str = "best", threshold
     states = fold_states(run, config, checkpoint, folds)
     inference = {**config["inference"], "mirror": mirror}
     config = {**config, "inference": inference}  # tuned as it will run: with the mirror view when asked
-    slices = config["family"] == "segresnet2d"
+    slices = family(config["family"]).slice_wise
     tuning = None
     if None in (min_component_ml, intracranial_share, threshold, keep_peak) or (slices and crop_margin is None):
         margins = CROP_MARGIN_CANDIDATES if crop_margin is None else (crop_margin,)
@@ -238,8 +235,8 @@ def export_run(run: Path, weights_dir: Path, checkpoint: str = "best", threshold
         tuning = {**(tuning or {}), "bf16_agreement": agreement}
     scores = []
     for fold in states:
-        folder = run / f"fold{fold}" / ("stage2" if config["family"] == "cascade3d" else "")
-        value = float(_load(folder / f"{checkpoint}.pt").get("val_dice", math.nan))
+        last_stage = training_family(config["family"]).stages[-1]
+        value = float(_load(checkpoint_path(run, fold, last_stage, checkpoint)).get("val_dice", math.nan))
         scores.append(None if math.isnan(value) else round(value, 4))
     info = {"trained_on": config["dataset"], "training": config.get("training", {}), "checkpoint": checkpoint,
             "cv_folds": f"{sorted(states)} of {config['folds']}",

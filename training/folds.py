@@ -28,23 +28,18 @@ from torch import nn
 
 from model.atomic import atomic_path
 from model.compute import cpu_has_native_bf16
-from model.networks import build_network
+from model.families import build_network
+from model.families import family as family_spec
+from model.settings import PatchInference
 from model.spacing import Spacing, parse_spacing
+from model.weights import Manifest
 from model.windowing import CHANNELS
-from training.data import Augment, CachedCase, PatchDataset, SliceDataset, cache_case
+from training.data import Augment, CachedCase, cache_case
 from training.distributed import DistInfo, barrier
+from training.families import checkpoint_path, fold_dir, training_family
 from training.loop import LoopConfig, fit
-from training.losses import build_loss
 from training.splits import find_cases, load_or_make_splits, read_splits, write_splits
 from training.validation import dice, predict_case, probe_manifest, stage1_probability
-
-DEFAULTS = {
-    "segresnet2d": {"network": {"init_filters": 32, "blocks_down": [1, 2, 2, 4, 4], "dsdepth": 4, "norm": "batch"},
-                    "lr": 2e-4, "weight_decay": 1e-5, "optimizer": "adamw", "batch_size": 32},
-    "cascade3d": {"network": {"init_filters": 32, "max_filters": 320,
-                              "pool_kernels": [[1, 2, 2], [1, 2, 2], [2, 2, 2], [2, 2, 2]]},
-                  "lr": 0.01, "weight_decay": 0.0, "optimizer": "adam", "batch_size": 2},
-}
 
 
 @dataclass(frozen=True)
@@ -86,7 +81,7 @@ def training_spacing(family: str, values: list[float] | None) -> list[float | No
         return None
     if len(values) == 1:
         return [None, values[0], values[0]]
-    if len(values) == 3 and family == "cascade3d":
+    if len(values) == 3 and not family_spec(family).slice_wise:
         return list(values)
     raise ValueError("--spacing takes one in-plane value (mm), or three (z y x) for the 3D cascade")
 
@@ -94,19 +89,19 @@ def training_spacing(family: str, values: list[float] | None) -> list[float | No
 def prepare(args, info: DistInfo) -> tuple[RunConfig, list[dict], dict[str, CachedCase]]:
     """Config, split and cache of the run folder (written by rank 0, read by all)."""
     run: Path = args.out
-    defaults = DEFAULTS[args.family]
-    network = dict(defaults["network"])
+    entry = training_family(args.family)
+    network = json.loads(json.dumps(entry.spec.default_network()))  # tuples as JSON lists, as config.json has them
     given = {"init_filters": args.init_filters, "blocks_down": args.blocks_down, "dsdepth": args.dsdepth,
              "norm": args.norm}
     network.update({k: v for k, v in given.items() if v is not None and k in network})
-    if args.family == "segresnet2d":
+    if args.input_mode not in entry.spec.input_modes:
+        raise ValueError(f"{args.family} takes the input modes {', '.join(entry.spec.input_modes)} only")
+    inference: dict = {"batch_size": entry.inference_batch_size}
+    if entry.spec.slice_wise:
         crop = tuple(args.crop)
-        inference: dict = {"batch_size": 8}
     else:
-        if args.input_mode != "windows3":
-            raise ValueError("the 3D cascade takes the windows3 input mode only")
         crop = tuple(args.patch)
-        inference = {"roi_size": list(crop), "overlap": 0.5, "batch_size": 2}
+        inference = {"roi_size": list(crop), "overlap": PatchInference.overlap, **inference}
     spacing = training_spacing(args.family, getattr(args, "spacing", None))
     if spacing is not None:
         inference["spacing_zyx"] = spacing
@@ -136,21 +131,21 @@ def prepare(args, info: DistInfo) -> tuple[RunConfig, list[dict], dict[str, Cach
 
 
 def loop_config(args, family: str) -> LoopConfig:
-    defaults = DEFAULTS[family]
+    entry = training_family(family)
     return LoopConfig(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
-                      batch_size=args.batch_size or defaults["batch_size"], lr=args.lr or defaults["lr"],
-                      weight_decay=defaults["weight_decay"] if args.weight_decay is None else args.weight_decay,
-                      optimizer=defaults["optimizer"], workers=args.workers, seed=args.seed, resume=args.resume,
+                      batch_size=args.batch_size or entry.batch_size, lr=args.lr or entry.lr,
+                      weight_decay=entry.weight_decay if args.weight_decay is None else args.weight_decay,
+                      optimizer=entry.optimizer, workers=args.workers, seed=args.seed, resume=args.resume,
                       validate_every=args.validate_every,
                       bf16=args.device != "cuda" and not getattr(args, "fp32", False) and cpu_has_native_bf16())
 
 
-def fold_loop(args, family: str, sub: str) -> LoopConfig:
-    """The loop settings of the checkpoint folder ``sub`` (``fold0``, ``fold0/stage1``...): with
-    ``--init-from RUN``, warm-started from that run's checkpoint of the same folder (same split)."""
+def fold_loop(args, family: str, fold: int, stage: str = "") -> LoopConfig:
+    """The loop settings of one fold (or stage): with ``--init-from RUN``, warm-started from that run's
+    checkpoint of the same fold and stage (same split)."""
     loop = loop_config(args, family)
     init = getattr(args, "init_from", None)
-    return replace(loop, init_from=init / sub / "best.pt") if init is not None else loop
+    return replace(loop, init_from=checkpoint_path(init, fold, stage)) if init is not None else loop
 
 
 def _network(config: RunConfig, seed: int) -> nn.Module:
@@ -158,20 +153,32 @@ def _network(config: RunConfig, seed: int) -> nn.Module:
     return build_network(config.family, CHANNELS[config.input_mode], config.network)
 
 
+def _manifest(config: RunConfig) -> Manifest:
+    return probe_manifest(config.family, config.input_mode, config.network, config.inference)
+
+
+def _load_stage1(stage1: nn.Module, run: Path, fold: int) -> nn.Module:
+    """``stage1`` with fold ``fold``'s best stage-1 weights."""
+    state = torch.load(checkpoint_path(run, fold, "stage1"), map_location="cpu", weights_only=True)["model"]
+    stage1.load_state_dict(state)
+    return stage1
+
+
 def train_fold_2d(args, config: RunConfig, split: dict, cases: dict[str, CachedCase], fold: int,
                   info: DistInfo) -> dict:
-    loop = fold_loop(args, config.family, f"fold{fold}")
+    entry = training_family(config.family)
+    loop = fold_loop(args, config.family, fold)
     model = _network(config, args.seed + fold)
-    dataset = SliceDataset([cases[n] for n in split["train"]], config.input_mode, config.crop,
-                           loop.steps_per_epoch * loop.batch_size, seed=args.seed + fold,
-                           augment=Augment(enabled=not args.no_augment))
-    manifest = probe_manifest(config.family, config.input_mode, config.network, config.inference)
+    dataset = entry.dataset([cases[n] for n in split["train"]], config.input_mode, config.crop,
+                            loop.steps_per_epoch * loop.batch_size, seed=args.seed + fold,
+                            augment=Augment(enabled=not args.no_augment))
+    manifest = _manifest(config)
 
     def val_dice(module: nn.Module, case: CachedCase) -> float:
         return dice(predict_case(module, manifest, case, info.device) >= 0.5, case.label())
 
-    return fit(model, dataset, build_loss(config.family), [cases[n] for n in split["val"]], val_dice,
-               args.out / f"fold{fold}", loop, info, desc=f"fold {fold}")
+    return fit(model, dataset, entry.loss(), [cases[n] for n in split["val"]], val_dice,
+               fold_dir(args.out, fold), loop, info, desc=f"fold {fold}")
 
 
 def stage1_oof(args, config: RunConfig, splits: list[dict], cases: dict[str, CachedCase],
@@ -180,24 +187,22 @@ def stage1_oof(args, config: RunConfig, splits: list[dict], cases: dict[str, Cac
     out = args.out / "oof_stage1"
     out.mkdir(parents=True, exist_ok=True)
     holder = {name: fold for fold, split in enumerate(splits) for name in split["val"]}
-    missing = [f for f in sorted(set(holder.values())) if not (args.out / f"fold{f}/stage1/best.pt").is_file()]
+    missing = [f for f in sorted(set(holder.values())) if not checkpoint_path(args.out, f, "stage1").is_file()]
     if missing:
-        raise FileNotFoundError(f"{args.out}/fold{missing[0]}/stage1/best.pt: stage 2 needs stage 1 of every "
+        raise FileNotFoundError(f"{checkpoint_path(args.out, missing[0], 'stage1')}: stage 2 needs stage 1 of every "
                                 "fold first (out-of-fold probabilities); run --stage 1 --fold all")
     stages: dict[int, nn.Module] = {}
-    inf = config.inference
+    inf = _manifest(config).inference
+    assert isinstance(inf, PatchInference)  # the cascade's
     for name in sorted(holder)[info.rank::info.world_size]:
         path = out / f"{name}.npy"
         if path.is_file():
             continue
         fold = holder[name]
         if fold not in stages:
-            stage = _network(config, 0).stage1
-            stage.load_state_dict(torch.load(args.out / f"fold{fold}/stage1/best.pt", map_location="cpu",
-                                             weights_only=True)["model"])
-            stages[fold] = stage.to(info.device).eval()
+            stages[fold] = _load_stage1(_network(config, 0).stage1, args.out, fold).to(info.device).eval()
         prob = stage1_probability(stages[fold], np.asarray(cases[name].hu(), dtype=np.float32),
-                                  tuple(inf["roi_size"]), inf["overlap"], inf["batch_size"], info.device)
+                                  inf.roi_size, inf.overlap, inf.batch_size, info.device)
         with atomic_path(path, ".npy") as tmp:
             np.save(tmp, prob.astype(np.float16))
     barrier(info)
@@ -206,38 +211,39 @@ def stage1_oof(args, config: RunConfig, splits: list[dict], cases: dict[str, Cac
 
 def train_fold_3d(args, config: RunConfig, splits: list[dict], cases: dict[str, CachedCase], fold: int,
                   info: DistInfo) -> dict:
-    loop = fold_loop(args, config.family, f"fold{fold}/stage{args.stage}")
+    entry = training_family(config.family)
+    stage = entry.stages[args.stage - 1]
+    loop = fold_loop(args, config.family, fold, stage)
     split = splits[fold]
     train_cases, val_cases = [cases[n] for n in split["train"]], [cases[n] for n in split["val"]]
     cascade = _network(config, args.seed + fold)
-    inf = config.inference
+    manifest = _manifest(config)
+    inf = manifest.inference
+    assert isinstance(inf, PatchInference)  # the cascade's
     if args.stage == 1:
-        dataset = PatchDataset(train_cases, config.crop, loop.steps_per_epoch * loop.batch_size,
-                               seed=args.seed + fold, augment=Augment(enabled=not args.no_augment))
+        dataset = entry.dataset(train_cases, config.crop, loop.steps_per_epoch * loop.batch_size,
+                                seed=args.seed + fold, augment=Augment(enabled=not args.no_augment))
 
         def val_dice(module: nn.Module, case: CachedCase) -> float:
-            prob = stage1_probability(module, np.asarray(case.hu(), dtype=np.float32), tuple(inf["roi_size"]),
-                                      inf["overlap"], inf["batch_size"], info.device)
+            prob = stage1_probability(module, np.asarray(case.hu(), dtype=np.float32), inf.roi_size,
+                                      inf.overlap, inf.batch_size, info.device)
             return dice(prob >= 0.5, case.label())
 
-        return fit(cascade.stage1, dataset, build_loss(config.family), val_cases, val_dice,
-                   args.out / f"fold{fold}/stage1", loop, info, desc=f"fold {fold} stage 1")
+        return fit(cascade.stage1, dataset, entry.loss(), val_cases, val_dice,
+                   fold_dir(args.out, fold, stage), loop, info, desc=f"fold {fold} stage 1")
 
     probs = stage1_oof(args, config, splits, cases, info)
-    cascade.stage1.load_state_dict(torch.load(args.out / f"fold{fold}/stage1/best.pt", map_location="cpu",
-                                              weights_only=True)["model"])
-    cascade.stage1.to(info.device).requires_grad_(False)
-    dataset = PatchDataset(train_cases, config.crop, loop.steps_per_epoch * loop.batch_size, seed=args.seed + fold,
-                           augment=Augment(enabled=not args.no_augment),
-                           stage1_probs={c.name: probs[c.name] for c in train_cases})
-    manifest = probe_manifest(config.family, config.input_mode, config.network, config.inference)
+    _load_stage1(cascade.stage1, args.out, fold).to(info.device).requires_grad_(False)
+    dataset = entry.dataset(train_cases, config.crop, loop.steps_per_epoch * loop.batch_size, seed=args.seed + fold,
+                            augment=Augment(enabled=not args.no_augment),
+                            stage1_probs={c.name: probs[c.name] for c in train_cases})
 
     def cascade_dice(module: nn.Module, case: CachedCase) -> float:
         cascade.stage2 = module  # the stage being trained, behind this fold's fixed stage 1
         return dice(predict_case(cascade.eval(), manifest, case, info.device) >= 0.5, case.label())
 
-    return fit(cascade.stage2, dataset, build_loss(config.family), val_cases, cascade_dice,
-               args.out / f"fold{fold}/stage2", loop, info, desc=f"fold {fold} stage 2")
+    return fit(cascade.stage2, dataset, entry.loss(), val_cases, cascade_dice,
+               fold_dir(args.out, fold, stage), loop, info, desc=f"fold {fold} stage 2")
 
 
 def run_training(args, info: DistInfo) -> list[dict]:
@@ -248,7 +254,7 @@ def run_training(args, info: DistInfo) -> list[dict]:
     for fold in folds:
         if not 0 <= fold < config.folds:
             raise ValueError(f"--fold {fold} is outside 0..{config.folds - 1}")
-        if config.family == "segresnet2d":
+        if family_spec(config.family).slice_wise:
             results.append(train_fold_2d(args, config, splits[fold], cases, fold, info))
         else:
             results.append(train_fold_3d(args, config, splits, cases, fold, info))

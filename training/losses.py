@@ -1,4 +1,5 @@
-"""Losses of the two seeds, from MONAI: Dice + binary cross-entropy on one logit channel.
+"""Losses of the two seeds, from MONAI: Dice + binary cross-entropy on one logit channel (which family
+takes which: :mod:`training.families`).
 
 The 2D SegResNet's deep-supervision outputs are weighted 1, 1/2, 1/4, 1/8 (MONAI's ``"exp"`` mode,
 floored at 1/16 from the fifth level on) against targets downsized by nearest neighbour.
@@ -6,8 +7,7 @@ floored at 1/16 from the fifth level on) against targets downsized by nearest ne
 
 from __future__ import annotations
 
-from monai.losses import DeepSupervisionLoss, DiceCELoss
-from torch import nn
+from monai.losses import DiceCELoss
 
 
 def dice_bce() -> DiceCELoss:
@@ -16,11 +16,3 @@ def dice_bce() -> DiceCELoss:
     fold collapsed to painting nothing under it (docs/training.md); over a batch, a blood-free crop
     only adds its false positives. Under DDP each process's batch is its own Dice term."""
     return DiceCELoss(sigmoid=True, batch=True)
-
-
-def build_loss(family: str) -> nn.Module:
-    if family == "segresnet2d":
-        return DeepSupervisionLoss(dice_bce(), weight_mode="exp")
-    if family == "cascade3d":
-        return dice_bce()
-    raise ValueError(f"unknown model family {family!r}")

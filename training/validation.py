@@ -19,7 +19,7 @@ from torch import nn
 from model import overlap
 from model.head import head_box
 from model.predictor import EnsemblePredictor
-from model.weights import Fold, Manifest
+from model.weights import Manifest
 from model.windowing import window_volume
 from training.data import CachedCase
 
@@ -30,9 +30,10 @@ def dice(pred: np.ndarray, label: np.ndarray) -> float:
 
 
 def probe_manifest(family: str, input_mode: str, network: dict, inference: dict) -> Manifest:
-    """A manifest for an in-memory model (no files): what the predictor needs to run it."""
-    return Manifest(family=family, input_mode=input_mode, folds=(Fold("in-memory", "-"),), network=network,
-                    inference=inference)
+    """A manifest for an in-memory model (no files): what the predictor needs to run it, parsed and
+    checked as a weights folder's would be."""
+    return Manifest.from_dict({"family": family, "input_mode": input_mode, "network": network,
+                               "inference": inference, "folds": [{"file": "in-memory", "sha256": "-"}]})
 
 
 def predict_case(model: nn.Module, manifest: Manifest, case: CachedCase, device: torch.device) -> np.ndarray:
