@@ -37,78 +37,12 @@ run_flags=(--rm --network none --cap-drop=ALL --security-opt=no-new-privileges
            --read-only --tmpfs /tmp
            --memory "${MEMORY:-8g}" --shm-size "${SHM_SIZE:-4g}" --pids-limit "${PIDS_LIMIT:-256}")
 [[ -z "${GPUS:-}" ]] || run_flags+=(--gpus "$GPUS")
-app_args=(--device "${DEVICE:-cpu}")
+app_args=(--device "${DEVICE:-cpu}" --precision fp32)  # samples/expected was made with fp32: no bf16 or fp16 path
 
-# The checks run inside the image (SimpleITK is there), so this script needs only bash and docker.
+# The checks run inside the image (SimpleITK is there), so this script needs only bash and docker;
+# scripts/compare_masks.py is fed to the image's python on stdin.
 checks() {
-    docker run -i "${run_flags[@]}" --entrypoint python "$@" <<'PY'
-"""prepare-gc CASE DIR | compare EXPECTED_DIR OUTPUT_DIR | compare-gc SLUG_DIR EXPECTED_MASK INPUT_MHA"""
-import json, sys, uuid
-from pathlib import Path
-
-import numpy as np
-import SimpleITK as sitk
-
-
-def geometry(image):
-    return image.GetSize(), image.GetSpacing(), image.GetOrigin(), image.GetDirection()
-
-
-def pixel(image):
-    return image.GetPixelIDTypeAsString(), image.GetNumberOfComponentsPerPixel()
-
-
-def differences(got, want, geometry_of):
-    """Empty when `got` has `want`'s voxels and pixel type and `geometry_of`'s geometry, exactly."""
-    problems = []
-    if geometry(got) != geometry(geometry_of):
-        problems.append(f"geometry {geometry(got)} != {geometry(geometry_of)}")
-    if pixel(got) != pixel(want):
-        problems.append(f"pixel type {pixel(got)} != {pixel(want)}")
-    a, b = sitk.GetArrayViewFromImage(got), sitk.GetArrayViewFromImage(want)
-    if a.shape != b.shape or not np.array_equal(a, b):
-        problems.append(f"voxels differ ({int(np.sum(a != b)) if a.shape == b.shape else 'shape'})")
-    return problems
-
-
-mode, *args = sys.argv[1:]
-if mode == "prepare-gc":
-    case, folder = Path(args[0]), Path(args[1])
-    (folder / "images" / "ct").mkdir(parents=True)
-    image = sitk.ReadImage(str(case))
-    for key in image.GetMetaDataKeys():  # NIfTI header fields have no place in a .mha upload
-        image.EraseMetaData(key)
-    sitk.WriteImage(image, str(folder / "images" / "ct" / f"{uuid.uuid4()}.mha"), True)
-    interface = {"slug": "ct-image", "kind": "Image", "super_kind": "Image", "relative_path": "images/ct"}
-    (folder / "inputs.json").write_text(json.dumps([{"interface": interface, "image": {"pk": str(uuid.uuid4()), "name": case.name}}]))
-    sys.exit(0)
-
-failures = 0
-if mode == "compare":
-    expected, output = Path(args[0]), Path(args[1])
-    wanted = sorted(expected.glob("*.nii.gz"))
-    extra = sorted(p.name for p in output.glob("*.nii.gz") if not (expected / p.name).exists())
-    for name in extra:
-        print(f"FAIL {name}: written but not in the expected masks")
-    failures += len(extra)
-    for want_path in wanted:
-        got_path = output / want_path.name
-        problems = ["missing"] if not got_path.exists() else differences(
-            sitk.ReadImage(str(got_path)), want := sitk.ReadImage(str(want_path)), want)
-        print(("FAIL " if problems else "ok   ") + want_path.name + (": " + "; ".join(problems) if problems else ""))
-        failures += bool(problems)
-elif mode == "compare-gc":
-    slug_dir, want_path, input_mha = Path(args[0]), Path(args[1]), Path(args[2])
-    files = sorted(p.name for p in slug_dir.iterdir()) if slug_dir.is_dir() else []
-    if len(files) != 1 or not files[0].endswith(".mha"):
-        print(f"FAIL {slug_dir}: expected exactly one .mha, found {files}")
-        sys.exit(1)
-    problems = differences(sitk.ReadImage(str(slug_dir / files[0])), sitk.ReadImage(str(want_path)),
-                           sitk.ReadImage(str(input_mha)))
-    print(("FAIL " if problems else "ok   ") + f"{slug_dir.name}/{files[0]}" + (": " + "; ".join(problems) if problems else ""))
-    failures += bool(problems)
-sys.exit(1 if failures else 0)
-PY
+    docker run -i "${run_flags[@]}" --entrypoint python "$@" <"$ROOT/scripts/compare_masks.py"
 }
 
 echo "== INSTANCE layout: /input (read-only) -> /predict"

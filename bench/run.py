@@ -1,6 +1,6 @@
 """Inference speed benchmark: the ensemble predictor against a straightforward MONAI pipeline.
 
-    python bench/run.py [--quick] [--repeat N] [--device cpu|cuda|all] [--json PATH] [--threads N]
+    python bench/run.py [--quick | --tiny] [--repeat N] [--device cpu|cuda|all] [--json PATH] [--threads N]
                         [--precision auto|fp32]
 
 For a generated 512 × 512 head CT it times end to end (read, window + ensemble, post-process,
@@ -34,7 +34,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -90,12 +90,16 @@ class Row:
         return (self.slices, self.folds, self.field) != (FULL_SLICES, FULL_FOLDS, 512)
 
 
-def plan(quick: bool, devices: list[str]) -> list[Row]:
-    """The rows to run: everything at full case size on CUDA, slimmer cases where CPU time demands."""
+def plan(quick: bool, devices: list[str], tiny: bool = False) -> list[Row]:
+    """The rows to run: everything at full case size on CUDA, slimmer cases where CPU time demands;
+    ``tiny``: per device a 128² row of each family, one fold (the pipelines run end to end)."""
     rows: list[Row] = []
     two, three = SEGRESNET2D.name, CASCADE3D.name
     for device in devices:
-        if device == "cuda":
+        if tiny:
+            rows += [Row(two, "full", device, slices=2, folds=1, field=128),
+                     Row(three, "shipped", device, slices=4, folds=1, field=128)]
+        elif device == "cuda":
             rows += [Row(f, s, device) for f in (two, three) for s in ("shipped", "full")]
             rows.append(Row(two, "full", device, slices=70, baseline=False))
         elif quick:
@@ -308,7 +312,7 @@ def run_row(row: Row, workdir: Path, quick: bool = False, repeat: int = 1, preci
     result: dict = {
         "row": row.name, "family": row.family, "size": row.size, "device": row.device,
         "precision": compute.precision, "winograd": compute.winograd and compute.precision == "fp32",
-        "network": manifest.network, "input_mode": manifest.input_mode, "trained_weights": trained,
+        "network": asdict(manifest.network), "input_mode": manifest.input_mode, "trained_weights": trained,
         "case": {"slices": row.slices, "field": row.field, "folds": row.folds},
         "seconds": ours["seconds"], "memory_mb": ours["memory"], "gflop": flops / 1e9,
         "achieved_tflops": flops / ours["seconds"]["ensemble"] / 1e12,
@@ -413,6 +417,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", choices=("auto", "fp32"), default="auto",
                         help="ours: the CPU's fastest path (bf16 where native) or fp32; the baseline is fp32")
     parser.add_argument("--slices", type=int, default=None, help="override every row's slice count (a tiny run)")
+    parser.add_argument("--tiny", action="store_true",
+                        help="a 128² row of each family, short peak measurements: that the benchmark runs (a CI test); "
+                             "its figures are not worth quoting")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for PyTorch (default: its own choice, one per core)")
     args = parser.parse_args(argv)
@@ -430,18 +437,19 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="ich-bench-") as tmp:
         for device in devices:
             for key, dtype in peak_kinds(device):
-                flops, how = matmul_peak(torch.device(device), dtype=dtype)
+                flops, how = matmul_peak(torch.device(device), seconds=0.5 if args.tiny else 3.0, dtype=dtype)
                 peaks[key] = {"tflops": flops / 1e12, "how": how}
                 print(f"{key}: matmul peak {flops / 1e12:.3f} TFLOP/s ({how}), {torch.get_num_threads()} threads",
                       flush=True)
-        for row in plan(args.quick, devices):
+        for row in plan(args.quick, devices, args.tiny):
             if args.slices:
                 row.slices = args.slices
             start = time.perf_counter()
             result = run_row(row, Path(tmp), args.quick, max(args.repeat, 1), args.precision)
             results.append(result)
             key = peak_key(result)
-            flops, _ = matmul_peak(torch.device(row.device), seconds=1.0, dtype=dict(peak_kinds(row.device))[key])
+            flops, _ = matmul_peak(torch.device(row.device), seconds=0.5 if args.tiny else 1.0,
+                                   dtype=dict(peak_kinds(row.device))[key])
             peaks[key]["tflops"] = max(peaks[key]["tflops"], flops / 1e12)  # a busy machine's peak varies
             print(f"{row.name} ({row.slices} slices × {row.folds} folds, {row.field}²): "
                   f"{result['seconds']['end_to_end']:.2f} s, speedup {result.get('speedup', float('nan')):.2f}×, "

@@ -32,7 +32,8 @@ case "$1" in
   build) ctx="${!#}"; (cd "$ctx" && find . -type f | sort) >"$DOCKER_LOG.context"
          cp "$ctx/.dockerignore" "$DOCKER_LOG.dockerignore" ;;
   save) printf 'image-tar' ;;
-  run) for arg in "$@"; do
+  run) [[ " $* " != *" --entrypoint python "* ]] || cat >>"$DOCKER_LOG.stdin"
+       for arg in "$@"; do
          case "$arg" in
            *:/output) echo '{"weights": "/opt/ml/model"}' >"${arg%:/output}/results.json" ;;
            *:/prepare) mkdir -p "${arg%:/prepare}/images/ct" && : >"${arg%:/prepare}/images/ct/case.mha" ;;
@@ -68,7 +69,8 @@ def sandbox(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     """A copy of the packaging files, one fake case and weights, and a stub docker on PATH."""
     repo = tmp_path / "repo"
     (repo / "docker").mkdir(parents=True)
-    for name in [*SCRIPTS, *APP_FILES]:
+    (repo / "scripts").mkdir()
+    for name in [*SCRIPTS, *APP_FILES, "scripts/compare_masks.py"]:
         shutil.copy2(ROOT / name, repo / name)
     shutil.copytree(ROOT / "model", repo / "model", ignore=shutil.ignore_patterns("__pycache__"))
     (repo / "weights").mkdir()
@@ -215,6 +217,8 @@ def test_container_test_runs_locked_down(sandbox: tuple[Path, dict[str, str]]) -
     assert f"{repo}/samples/input:/input:ro" in instance and any(a.endswith(":/predict") for a in instance)
     assert f"{repo}/weights:/opt/ml/model:ro" in gc and any(a.endswith("gc-input:/input:ro") for a in gc)
     assert "container test: all checks passed" in result.stdout
+    checks = (ROOT / "scripts" / "compare_masks.py").read_text()  # the checks the image ran: the tested script
+    assert Path(env["DOCKER_LOG"] + ".stdin").read_text() == checks * 3
 
 
 def test_container_test_needs_cases(sandbox: tuple[Path, dict[str, str]]) -> None:

@@ -1,0 +1,36 @@
+"""bench/run.py end to end in its tiny mode: both families' rows run, and the last line keeps its format.
+
+The benchmark's figures are quoted in README.md and docs/speed.md; this keeps the command behind them
+working as the code under it changes (the full run takes minutes and is not a CI job).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LAST_LINE = re.compile(r"speedup=(?P<speedup>\S+) fraction_of_peak=(?P<fraction>\S+) "
+                       r"seconds_per_case=(?P<per_case>\S+) peak_mb=(?P<peak>\d+) cpu=(?P<cpu>\S+)")
+
+
+def test_a_tiny_benchmark_run_ends_with_the_summary_line(tmp_path: Path) -> None:
+    report = tmp_path / "bench.json"
+    done = subprocess.run([sys.executable, "bench/run.py", "--tiny", "--device", "cpu", "--threads", "1",
+                           "--json", str(report)], cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    last = done.stdout.strip().splitlines()[-1]
+    match = LAST_LINE.fullmatch(last)
+    assert match, last
+    assert float(match["speedup"]) > 0 and 0 < float(match["fraction"]) < 2 and int(match["peak"]) > 0
+    assert match["per_case"] == "nan"  # a 128² row is not extrapolated to a 512² case
+    data = json.loads(report.read_text())
+    assert data["summary"] == last
+    assert [(r["family"], r["size"]) for r in data["rows"]] == [("segresnet2d", "full"), ("cascade3d", "shipped")]
+    for row in data["rows"]:
+        assert row["speedup"] > 0 and 0 <= row["dice_vs_baseline"] <= 1 and 0 <= row["dice_same_input"] <= 1
