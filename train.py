@@ -17,11 +17,14 @@ from pathlib import Path
 
 import torch
 
-from model.families import FAMILIES, SEGRESNET2D
+from model.families import CASCADE3D, FAMILIES, SEGRESNET2D
 from model.io import CaseError
+from model.networks import SegResNet2DNetwork
+from model.settings import PatchInference
 from model.windowing import CHANNELS
 from training.distributed import setup, teardown
 from training.export import TUNING_TABLES, export_run
+from training.families import TRAINING
 from training.folds import run_training
 
 
@@ -39,18 +42,25 @@ def _fit_parser(sub: argparse._SubParsersAction) -> None:
     fit.add_argument("--split-seed", type=int, default=0, help="seed of the split made when none is given")
     fit.add_argument("--epochs", type=int, default=100)
     fit.add_argument("--steps-per-epoch", type=int, default=250)
+    two, three = TRAINING[SEGRESNET2D.name], TRAINING[CASCADE3D.name]
     fit.add_argument("--batch-size", type=int, default=None,
-                     help="global batch over all processes (default 32 for 2D, 2 for 3D)")
-    fit.add_argument("--lr", type=float, default=None, help="default 2e-4 (AdamW, 2D) or 0.01 (Adam, 3D)")
-    fit.add_argument("--weight-decay", type=float, default=None, help="default 1e-5 (2D) or 0 (3D)")
+                     help=f"global batch over all processes (default {two.batch_size} for 2D, "
+                          f"{three.batch_size} for 3D)")
+    fit.add_argument("--lr", type=float, default=None,
+                     help=f"default {two.lr:g} ({two.optimizer}, 2D) or {three.lr:g} ({three.optimizer}, 3D)")
+    fit.add_argument("--weight-decay", type=float, default=None,
+                     help=f"default {two.weight_decay:g} (2D) or {three.weight_decay:g} (3D)")
     fit.add_argument("--crop", type=int, nargs=2, default=(384, 384), help="2D training crop (y x)")
     fit.add_argument("--spacing", type=float, nargs="+", default=None,
                      help="train (and predict) at this spacing in mm: one in-plane value, or z y x for the 3D "
                           "cascade (default: each case's own)")
-    fit.add_argument("--patch", type=int, nargs=3, default=(16, 192, 192), help="3D training patch (z y x)")
-    fit.add_argument("--init-filters", type=int, default=None, help="default 32 (the seeds' size)")
+    fit.add_argument("--patch", type=int, nargs=3, default=PatchInference.roi_size,
+                     help="3D training patch (z y x), also the sliding window's at inference")
+    fit.add_argument("--init-filters", type=int, default=None,
+                     help=f"default {SegResNet2DNetwork.init_filters} (the seeds' size)")
     fit.add_argument("--blocks-down", type=int, nargs="+", default=None, help="2D: ResNet blocks per level")
-    fit.add_argument("--dsdepth", type=int, default=None, help="2D: deep-supervision outputs (default 4)")
+    fit.add_argument("--dsdepth", type=int, default=None,
+                     help=f"2D: deep-supervision outputs (default {SegResNet2DNetwork.dsdepth})")
     fit.add_argument("--norm", choices=("batch", "instance"), default=None,
                      help="2D: normalisation (default batch: fixed statistics at inference, so cropping to the "
                           "head does not change the result; docs/speed.md)")
