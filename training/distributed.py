@@ -14,6 +14,7 @@ from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+import torch.distributed.nn.functional as dist_fn
 
 TIMEOUT = timedelta(hours=2)  # rank 0 may spend long on validation and exports while the others wait
 
@@ -65,3 +66,15 @@ def all_sum(values: list[float], info: DistInfo) -> list[float]:
     if info.enabled:
         dist.all_reduce(tensor)
     return tensor.tolist()
+
+
+def gather_batch(x: torch.Tensor | list | tuple, info: DistInfo):
+    """The global batch of ``x`` (a tensor, or a list of deep-supervision outputs), concatenated over
+    the ranks. Differentiable: the all-gather's backward sends each rank its outputs' share of the
+    gradient, so a loss computed on the global batch (batch Dice) gives, after DDP averages, the
+    gradient one process with that batch would."""
+    if not info.enabled:
+        return x
+    if isinstance(x, (list, tuple)):
+        return type(x)(gather_batch(t, info) for t in x)
+    return torch.cat(dist_fn.all_gather(x.contiguous()), dim=0)

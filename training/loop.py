@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from model.atomic import atomic_path
 from training.data import CachedCase
-from training.distributed import DistInfo, all_sum, barrier
+from training.distributed import DistInfo, all_sum, barrier, gather_batch
 from training.plots import plot_curves
 
 LOG_FIELDS = ("epoch", "train_loss", "val_dice", "val_cases", "lr", "seconds")
@@ -132,7 +132,7 @@ def fit(model: nn.Module, dataset, loss_fn: Callable, val_cases: list[CachedCase
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device_type=info.device.type, dtype=torch.float16 if cuda else torch.bfloat16,
                                 enabled=cuda or config.bf16):
-                loss = loss_fn(net(image), label)
+                loss = loss_fn(gather_batch(net(image), info), gather_batch(label, info))
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()

@@ -14,5 +14,6 @@ def dice_bce() -> DiceCELoss:
     """Batch soft Dice (``batch=True``: one Dice over the whole batch, as nnU-Net's batch Dice) plus BCE
     with logits. Per-sample Dice scored every blood-free crop as a separate all-or-nothing term, and one
     fold collapsed to painting nothing under it (docs/training.md); over a batch, a blood-free crop
-    only adds its false positives. Under DDP each process's batch is its own Dice term."""
+    only adds its false positives. Under DDP the loop gathers the global batch first
+    (:func:`training.distributed.gather_batch`), so N processes still train as one."""
     return DiceCELoss(sigmoid=True, batch=True)
