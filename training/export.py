@@ -125,7 +125,7 @@ def tune_out_of_fold(run: Path, config: dict, states: dict[int, dict], threshold
     Dice on those with haemorrhage; on those without, 1 for a mask that is empty or only the fallback
     (ties: the smallest of each). The 3D cascade crops to the head, no margin.
     """
-    compare = config["family"] == "segresnet2d" and len(margins) > 1
+    compare = family(config["family"]).slice_wise and len(margins) > 1
     runs = (*margins, WHOLE_SLICE) if compare else margins[:1]
     overlap = {m: [0, 0] for m in margins}  # pooled |a ∧ b| and |a| + |b| against the whole slice's mask
     thresholds = THRESHOLD_CANDIDATES if threshold is None else (threshold,)
