@@ -52,13 +52,13 @@ from measure import ShapeRecorder, matmul_peak, peak_memory, sync  # noqa: E402
 from model.compute import choose_path, cpu_flags, cpu_has_native_bf16, cpu_model  # noqa: E402
 from model.crop_border import crop_sides  # noqa: E402
 from model.families import CASCADE3D, SEGRESNET2D, Family, family  # noqa: E402
-from model.head import head_box, head_mask, slice_boxes  # noqa: E402
+from model.head import head_box, head_mask  # noqa: E402
 from model.io import LoadedCase, read_image, write_image_atomic  # noqa: E402
 from model.overlap import dice  # noqa: E402
 from model.postprocess import postprocess  # noqa: E402
 from model.predictor import PAD_HU, EnsemblePredictor  # noqa: E402
 from model.weights import Manifest, build_model, load_manifest, load_models, write_weights  # noqa: E402
-from model.windowing import SLICE_CONTEXT, neighbour_span, window_slices, window_volume  # noqa: E402
+from model.windowing import neighbour_span, window_slices, window_volume  # noqa: E402
 
 FULL_SLICES, FULL_FOLDS = 32, 5
 SHIPPED_DEFAULTS = {  # rows without trained weights of their family; the rest are the family's defaults
@@ -222,20 +222,19 @@ def same_input_reference(predictor: EnsemblePredictor, hu: np.ndarray) -> np.nda
     Against the uncropped baseline the predictor differs by what the crop changes (2D: only near the
     crop's border, batch norm; 3D: everything, since instance norm's statistics and the sliding
     window's grid depend on the air around the head); this reference isolates the pipeline:
-    batching, fp16, layout, Winograd's rounding. 2D: each slice's box (``slice_boxes``), padded with air after the last
-    row and column to the network's shape factor, its inner sides edge-padded as the predictor does;
+    batching, fp16, layout, Winograd's rounding. 2D: each slice's box (the predictor's ``slice_plan``),
+    padded with air after the last row and column to the network's shape factor, its inner sides
+    edge-padded as the predictor does;
     3D: the head's box.
     """
     models, manifest, device = predictor.models, predictor.manifest, predictor.device
     prob = np.zeros(hu.shape, dtype=np.float32)
-    box = head_box(hu)
     if not manifest.spec.slice_wise:
+        box = head_box(hu)
         prob[box] = baseline_probability(models, manifest, np.ascontiguousarray(hu[box]), device)
         return prob
     factor = models[0].shape_factor()
-    for z, rows, cols in slice_boxes(head_mask(hu), SLICE_CONTEXT[manifest.input_mode], factor, predictor.crop_margin):
-        if not box[0].start <= z < box[0].stop:
-            continue
+    for z, rows, cols in predictor.slice_plan(hu):
         span = neighbour_span(z, hu.shape[0])
         crop = hu[span, rows, cols]
         crop = np.pad(crop, [(0, 0), *[(0, -n % f) for n, f in zip(crop.shape[1:], factor, strict=True)]],

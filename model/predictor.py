@@ -191,27 +191,41 @@ class EnsemblePredictor:
         self.models = [model.to(self.device) for model in self.models]
         return "CUDA out of memory at batch size 1: continuing on the CPU"
 
-    def _predict(self, hu: np.ndarray) -> tuple[np.ndarray, list[torch.Tensor]]:
-        """Probability on ``hu``'s own grid, and each fold's mask (of the region it ran on)."""
-        prob = np.zeros(hu.shape, dtype=np.float32)
+    def slice_plan(self, hu: np.ndarray) -> list[tuple[int, slice, slice]]:
+        """The 2D family's predicted slices and their boxes (z, rows, columns on ``hu``'s grid): every
+        slice of the head's box that holds head, cropped to its head and its neighbours' plus the
+        margin, snapped to the network's shape factor. The one crop plan: the bench's same-input
+        reference computes its baseline on exactly these boxes."""
         mask = head_mask(hu)
         box = bounding_box(mask)
         if box is None:
-            return prob, []
+            return []
+        context = SLICE_CONTEXT[self.manifest.input_mode]
+        lo, hi = max(box[0].start - context, 0), min(box[0].stop + context, hu.shape[0])
+        return [(z + lo, rows, cols) for z, rows, cols in slice_boxes(mask[lo:hi], context, self.factor,
+                                                                      self.crop_margin)
+                if box[0].start <= z + lo < box[0].stop]  # the context slices are not predicted
+
+    def _predict(self, hu: np.ndarray) -> tuple[np.ndarray, list[torch.Tensor]]:
+        """Probability on ``hu``'s own grid, and each fold's mask (of the region it ran on)."""
+        prob = np.zeros(hu.shape, dtype=np.float32)
         if self.slice_wise:
+            boxes = self.slice_plan(hu)
+            if not boxes:
+                return prob, []
             context = SLICE_CONTEXT[self.manifest.input_mode]
-            lo, hi = max(box[0].start - context, 0), min(box[0].stop + context, hu.shape[0])
-            first, stop = box[0].start - lo, box[0].stop - lo  # the context slices are not predicted
-            boxes = [b for b in slice_boxes(mask[lo:hi], context, self.factor, self.crop_margin)
-                     if first <= b[0] < stop]
+            lo, hi = max(boxes[0][0] - context, 0), min(boxes[-1][0] + 1 + context, hu.shape[0])
             rows = slice(min(b[1].start for b in boxes), max(b[1].stop for b in boxes))  # their union, on the grid
             cols = slice(min(b[2].start for b in boxes), max(b[2].stop for b in boxes))
             crop = np.ascontiguousarray(hu[lo:hi, rows, cols], dtype=np.float32)
-            boxes = [(z, *(slice(s.start - o.start, s.stop - o.start) for s, o in ((r, rows), (c, cols))),
+            boxes = [(z - lo, *(slice(s.start - o.start, s.stop - o.start) for s, o in ((r, rows), (c, cols))),
                       crop_sides(r, c, *hu.shape[1:])) for z, r, c in boxes]
             prob[lo:hi, rows, cols], masks = self._predict_2d(crop, boxes)
-        else:
-            prob[box], masks = self._predict_3d(np.ascontiguousarray(hu[box], dtype=np.float32))
+            return prob, masks
+        box = bounding_box(head_mask(hu))
+        if box is None:
+            return prob, []
+        prob[box], masks = self._predict_3d(np.ascontiguousarray(hu[box], dtype=np.float32))
         return prob, masks
 
     def _fold_mask(self, fold_sum: torch.Tensor) -> torch.Tensor:
