@@ -14,7 +14,8 @@ and give an extrapolated time for a 32-slice, 5-fold case (the 2D work is linear
 Random-weight networks give probabilities near 0.5 everywhere, where a threshold is unstable; so
 random heads are rescaled until each fold's logits have unit spread ×8 with 30 % of a sample slice
 positive (the ensemble then splits clearly at 0.5). With trained weights in ``weights/`` (shipped
-size) they are used as they are. Output: a table, a JSON file, and a last line
+size) or given with ``--full-weights`` (seed size) they are used as they are, on the compute path
+their manifest allows. Output: a table, a JSON file, and a last line
 ``speedup=<x> fraction_of_peak=<y> seconds_per_case=<z> peak_mb=<m>`` for the full-size 2D
 ensemble on the fastest device present (speedup measured on the case that row ran), followed by
 ``cpu=<model>``. It first names the machine: CPU model, the ISA flags that decide the compute path
@@ -115,8 +116,12 @@ def plan(quick: bool, devices: list[str], tiny: bool = False) -> list[Row]:
     return rows
 
 
-def manifest_settings(family: str, size: str) -> tuple[dict, Path | None]:
-    """Manifest fields for a row, and the trained weights folder when the row can use it."""
+def manifest_settings(family: str, size: str, full_weights: Path | None = None) -> tuple[dict, Path | None]:
+    """Manifest fields for a row, and the trained weights folder when the row can use it (``weights/``
+    for the shipped size; ``full_weights``, a seed-size export, for the full size)."""
+    if size == "full" and full_weights is not None \
+            and json.loads((full_weights / "manifest.json").read_text()).get("family") == family:
+        return {}, full_weights
     settings = dict(SHIPPED_DEFAULTS[family])
     shipped = ROOT / "weights"
     if (shipped / "manifest.json").is_file():
@@ -161,10 +166,11 @@ def calibrate(model: nn.Module, spec: Family, hu: np.ndarray, device: torch.devi
     head.bias *= (8.0 / spread).to(device)
 
 
-def make_models(row: Row, hu: np.ndarray, workdir: Path) -> tuple[list[nn.Module], Manifest, bool]:
-    """Fold networks for a row on its device: trained weights if shipped, else calibrated random ones."""
+def make_models(row: Row, hu: np.ndarray, workdir: Path,
+                full_weights: Path | None = None) -> tuple[list[nn.Module], Manifest, bool]:
+    """Fold networks for a row on its device: trained weights if there are, else calibrated random ones."""
     device = torch.device(row.device)
-    settings, trained = manifest_settings(row.family, row.size)
+    settings, trained = manifest_settings(row.family, row.size, full_weights)
     if trained is not None:
         manifest = load_manifest(trained)
         return load_models(trained, manifest, device)[: row.folds], manifest, True
@@ -278,15 +284,18 @@ def seconds_list(runs: list[dict]) -> str:
 ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_fp16")
 
 
-def run_row(row: Row, workdir: Path, quick: bool = False, repeat: int = 1, precision: str = "auto") -> dict:
+def run_row(row: Row, workdir: Path, quick: bool = False, repeat: int = 1, precision: str = "auto",
+            full_weights: Path | None = None) -> dict:
     """One row; with ``repeat`` > 1 ours and the baseline alternate and each keeps its fastest run (on a
     shared machine, contention only ever adds time, and alternating exposes both to the same drift)."""
     device = torch.device(row.device)
     hu = case_volume(row)
     path = workdir / f"case-{row.slices}-{row.field}.nii.gz"
     sitk.WriteImage(to_image(hu), str(path))
-    models, manifest, trained = make_models(row, hu.astype(np.float32), workdir)
-    compute = choose_path(device, precision, "auto")  # the machine's path; the row's Dice columns show its effect
+    models, manifest, trained = make_models(row, hu.astype(np.float32), workdir, full_weights)
+    # the machine's path (trained weights: as their manifest allows, as process.py takes it); the Dice columns
+    # show its effect
+    compute = choose_path(device, precision, manifest.inference.cpu_precision if trained else "auto")
     predictor = EnsemblePredictor(models, manifest, device, mirror=False, path=compute)
 
     def plain(volume: np.ndarray) -> np.ndarray:
@@ -419,6 +428,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiny", action="store_true",
                         help="a 128² row of each family, short peak measurements: that the benchmark runs (a CI test); "
                              "its figures are not worth quoting")
+    parser.add_argument("--full-weights", type=Path, default=None,
+                        help="a seed-size (32-filter) weights folder for the full-size rows, instead of calibrated "
+                             "random networks")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for PyTorch (default: its own choice, one per core)")
     args = parser.parse_args(argv)
@@ -444,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.slices:
                 row.slices = args.slices
             start = time.perf_counter()
-            result = run_row(row, Path(tmp), args.quick, max(args.repeat, 1), args.precision)
+            result = run_row(row, Path(tmp), args.quick, max(args.repeat, 1), args.precision, args.full_weights)
             results.append(result)
             key = peak_key(result)
             flops, _ = matmul_peak(torch.device(row.device), seconds=0.5 if args.tiny else 1.0,

@@ -34,3 +34,19 @@ def test_a_tiny_benchmark_run_ends_with_the_summary_line(tmp_path: Path) -> None
     assert [(r["family"], r["size"]) for r in data["rows"]] == [("segresnet2d", "full"), ("cascade3d", "shipped")]
     for row in data["rows"]:
         assert row["speedup"] > 0 and 0 <= row["dice_vs_baseline"] <= 1 and 0 <= row["dice_same_input"] <= 1
+
+
+def test_full_size_rows_take_given_seed_size_weights_of_their_family(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import run as bench_run
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    full = tmp_path / "seed-size"
+    full.mkdir()
+    (full / "manifest.json").write_text(json.dumps({"family": "segresnet2d"}))
+    assert bench_run.manifest_settings("segresnet2d", "full", full) == ({}, full)
+    settings, trained = bench_run.manifest_settings("cascade3d", "full", full)  # another family's: random nets
+    assert trained is None and settings["network"]["init_filters"] == 32
+    assert bench_run.manifest_settings("segresnet2d", "full", None)[1] is None
+    assert bench_run.manifest_settings("segresnet2d", "shipped", full)[1] != full
