@@ -53,6 +53,23 @@ class Cleaned:
     fallback: bool
 
 
+def components_kept(sizes: np.ndarray, peaks: np.ndarray | None, min_voxels: float, keep_peak: float) -> np.ndarray:
+    """Which components (their voxel counts and peak probabilities, background excluded) the size rule
+    keeps: at least ``min_voxels`` voxels, or a peak reaching ``keep_peak`` (below 1). The one rule,
+    shared with the export's tuning, which scores every candidate from one labelling."""
+    if min_voxels <= 1:
+        return np.ones(len(sizes), dtype=bool)
+    keep = sizes >= min_voxels
+    if peaks is not None and keep_peak < 1.0:
+        keep |= peaks >= keep_peak
+    return keep
+
+
+def fallback_region(prob: np.ndarray, spacing_zyx: tuple[float, ...], max_ml: float) -> np.ndarray:
+    """The never-empty fallback: :func:`most_probable_region` cut to at most ``max_ml`` (≥ 1 voxel)."""
+    return most_probable_region(prob, max(1, int(max_ml / voxel_ml(spacing_zyx))))
+
+
 def remove_small_components(mask: np.ndarray, min_voxels: float, prob: np.ndarray | None = None,
                             keep_peak: float = 1.0) -> np.ndarray:
     """``mask`` without its connected components of fewer than ``min_voxels`` voxels, except those
@@ -67,12 +84,11 @@ def remove_small_components(mask: np.ndarray, min_voxels: float, prob: np.ndarra
     if box is None:
         return mask
     labels, count = ndimage.label(mask[box], structure=CONNECTIVITY)
-    keep = np.bincount(labels.ravel()) >= min_voxels
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+    peaks = None
     if prob is not None and keep_peak < 1.0 and count:
-        peaks = np.zeros(count + 1)
-        peaks[1:] = ndimage.maximum(prob[box], labels, index=np.arange(1, count + 1))
-        keep |= peaks >= keep_peak
-    keep[0] = False
+        peaks = np.asarray(ndimage.maximum(prob[box], labels, index=np.arange(1, count + 1)))
+    keep = np.concatenate([[False], components_kept(sizes, peaks, min_voxels, keep_peak)])
     kept = np.zeros_like(mask)
     kept[box] = keep[labels]
     return kept
@@ -139,6 +155,6 @@ def postprocess(prob: np.ndarray, spacing_zyx: tuple[float, float, float], thres
                                        config.keep_peak)
     fallback = False
     if config.never_empty and not mask.any():
-        mask = most_probable_region(prob, max(1, int(config.fallback_max_ml / voxel_ml(spacing_zyx))))
+        mask = fallback_region(prob, spacing_zyx, config.fallback_max_ml)
         fallback = bool(mask.any())
     return Cleaned(mask.astype(np.uint8), fallback)

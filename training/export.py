@@ -25,7 +25,7 @@ from torch import nn
 from model.anatomy import blood_space
 from model.compute import choose_path, cpu_has_native_bf16
 from model.families import family
-from model.postprocess import CONNECTIVITY, PostprocessConfig, most_probable_region, remove_extracranial
+from model.postprocess import CONNECTIVITY, PostprocessConfig, components_kept, fallback_region, remove_extracranial
 from model.predictor import EnsemblePredictor
 from model.spacing import parse_spacing, voxel_ml
 from model.weights import Manifest, build_model, write_weights
@@ -96,15 +96,13 @@ def _component_scores(prob: np.ndarray, mask: np.ndarray, label: np.ndarray, spa
     labels, count = ndimage.label(mask, structure=CONNECTIVITY)
     index = np.arange(1, count + 1)
     sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
-    peaks = np.asarray(ndimage.maximum(prob, labels, index)) if count else np.zeros(0)
+    peaks = np.asarray(ndimage.maximum(prob, labels, index)) if count else None
     hits = np.bincount(labels[label > 0], minlength=count + 1)[1:]
     truth = int(label.sum())
     fallback_hits, fallback_size = int((fallback & (label > 0)).sum()), int(fallback.sum())
     scores = []
     for ml, peak in candidates:
-        min_voxels = ml / voxel_ml(spacing_zyx)
-        kept = (sizes >= min_voxels) | (peaks >= peak if peak < 1.0 else False) if min_voxels > 1 \
-            else np.ones(count, dtype=bool)
+        kept = components_kept(sizes, peaks, ml / voxel_ml(spacing_zyx), peak)
         if not kept.any():
             both, size, empty = fallback_hits, fallback_size, True
         else:
@@ -140,8 +138,7 @@ def tune_out_of_fold(run: Path, config: dict, states: dict[int, dict], threshold
             inference = {**config["inference"], "crop_margin": margin}
             manifest = probe_manifest(config["family"], config["input_mode"], config["network"], inference)
             prob = probs[margin] = predict_case(model, manifest, case, device)
-            cap = max(1, int(PostprocessConfig().fallback_max_ml / voxel_ml(case.spacing_zyx)))
-            fallback = most_probable_region(prob, cap)
+            fallback = fallback_region(prob, case.spacing_zyx, PostprocessConfig().fallback_max_ml)
             for t in thresholds:
                 for share in SHARE_CANDIDATES:
                     mask = prob >= t
