@@ -1,9 +1,10 @@
 """From ensemble probability to a 0/1 mask: threshold, drop extracranial and small components, never empty.
 
 - ``intracranial_share``: connected components with less than this share of their voxels inside the
-  skull (:func:`model.anatomy.blood_space`) are removed: an intracranial haemorrhage is inside the
-  skull, and scalp, temporalis and facial soft tissue at 50–70 HU are what an undertrained model
-  paints. Per component, not per voxel, because the skull does not close in every slice.
+  skull (per slice, the convex hull of the bone: :func:`model.anatomy.blood_space`) are removed: an
+  intracranial haemorrhage is inside the skull, and scalp and temporalis at 50–70 HU are what an
+  undertrained model paints. Per component, not per voxel: a slice above the vertex or through a
+  thin, sub-300 HU part of the bone has no hull or a small one.
 
 - ``min_component_ml``: connected components (26-connectivity, so a bleed that continues
   diagonally between thick slices stays one region) smaller than this volume are removed; they

@@ -211,3 +211,22 @@ def test_components_outside_the_skull_are_removed_inside_ones_kept():
     assert postprocess(prob, spacing, 0.5, PostprocessConfig()).mask[:, 60:62].any()  # off by default
     with pytest.raises(ValueError, match="intracranial_share"):
         postprocess(prob, spacing, 0.5, config)
+
+
+def test_blood_space_holds_the_brain_of_an_open_skull_and_not_the_scalp():
+    """A skull open over a quarter of its circumference (the skull base, thin temporal bone in a thick
+    slab) still encloses its brain; the filled closure of the bone (``intracranial``) encloses nothing."""
+    from model.anatomy import blood_space, intracranial
+
+    shape = (2, 64, 64)
+    _, y, x = np.ogrid[: shape[0], : shape[1], : shape[2]]
+    r = np.broadcast_to(np.hypot(y - 32, x - 32), shape)
+    hu = np.where(r < 30, 60.0, -1000.0)
+    hu = np.where(r < 27, 1000.0, hu)
+    hu = np.where(r < 24, 35.0, hu)
+    hu = np.where((r >= 24) & (y < 20) & (np.abs(x - 32) < 14), 35.0, hu).astype(np.float32)  # the gap
+    spacing = (5.0, 0.5, 0.5)
+    inside = blood_space(hu, spacing)
+    assert not intracranial(hu, spacing).any()
+    assert inside[:, 24:40, 24:40].all() and inside[:, 40:52, 30:34].all()
+    assert not inside[:, 32, 61].any() and not inside[:, 61, 32].any()  # scalp beside and behind
