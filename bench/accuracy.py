@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.hu_rule import hu_rule_mask
 from evaluation.metrics import dice
+from model.compute import cpu_model
 from model.postprocess import postprocess
 from model.predictor import EnsemblePredictor
 from model.spacing import voxel_ml
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", type=Path, default=Path(__file__).resolve().parents[1] / "weights")
     parser.add_argument("--out", type=Path, default=None, help="write the per-case numbers here (JSON)")
     args = parser.parse_args(argv)
-    print(f"cpu={platform.processor() or platform.machine()} threads={torch.get_num_threads()}", flush=True)
+    print(f"cpu={cpu_model()} threads={torch.get_num_threads()}", flush=True)
     rows = score_cases(args.data, args.subset, args.weights)
     print(table(rows))
     print()
