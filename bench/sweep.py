@@ -48,8 +48,7 @@ def val_dice(run: Path, fold: int, epoch: int) -> float:
 def measure(run: Path, fold: int, epoch: int, folds: int, hu: np.ndarray, precision: str) -> dict:
     """One configuration's row: its Dice at ``epoch``, ensemble size and seconds per case."""
     config = json.loads((run / "config.json").read_text())
-    manifest = probe_manifest(config["family"], config["input_mode"], config["network"],
-                              {**config["inference"], "cpu_precision": "auto"})
+    manifest = probe_manifest(config["family"], config["input_mode"], config["network"], config["inference"])
     state = torch.load(checkpoint_path(run, fold, "", "last"), map_location="cpu", weights_only=True)["model"]
     model = build_model(manifest, state).eval()
     device = torch.device("cpu")

@@ -36,16 +36,15 @@ def intracranial(hu: np.ndarray, spacing_zyx: tuple[float, float, float], cleara
     return inside
 
 
-def blood_space(hu: np.ndarray, spacing_zyx: tuple[float, float, float] | None = None) -> np.ndarray:
+def blood_space(hu: np.ndarray) -> np.ndarray:
     """(Z, Y, X) bool: per slice, the convex hull of the skull (bone > 300 HU), bone included.
 
     What :func:`model.postprocess.postprocess` checks components against. A hull, not the filled
     closure of :func:`intracranial`: that leaks out wherever the skull is open (foramen magnum,
     petrous bone, the orbits, thin temporal squama read under 300 HU in a 5 mm slab) and left 30 %
-    of the blood of 60 generated training heads outside it, where the hull leaves 0.0006 %. Scalp,
+    of the blood of 60 generated training heads outside it, where the hull leaves none. Scalp,
     temporalis and the soft tissue behind and beside the skull lie outside the hull; facial soft
-    tissue between the facial bones at the skull base does not. ``spacing_zyx`` is unused: a hull
-    needs no size, the parameter keeps the signature of the other spaces.
+    tissue between the facial bones at the skull base does not. A hull needs no pixel size.
     """
     inside = np.zeros(hu.shape, dtype=bool)
     for z, section in enumerate(hu):

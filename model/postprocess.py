@@ -149,7 +149,7 @@ def postprocess(prob: np.ndarray, spacing_zyx: tuple[float, float, float], thres
         if inside is None:
             if hu is None:
                 raise ValueError("postprocess: intracranial_share is set but neither hu nor inside was given")
-            inside = blood_space(hu, spacing_zyx)
+            inside = blood_space(hu)
         mask = remove_extracranial(mask, inside, config.intracranial_share)
     if config.min_component_ml > 0:
         mask = remove_small_components(mask, config.min_component_ml / voxel_ml(spacing_zyx), prob,

@@ -202,7 +202,7 @@ def test_components_outside_the_skull_are_removed_inside_ones_kept():
     prob[1:3, 60:62, 28:36] = 0.9  # the scalp at the bottom edge
     prob[1:3, 8:12, 30:34] = 0.9  # against the inner table: inside the 2 mm reach
     spacing = (5.0, 0.5, 0.5)
-    inside = blood_space(hu, spacing)
+    inside = blood_space(hu)
     assert inside[2, 32, 32] and not inside[2, 61, 32]
     config = PostprocessConfig(intracranial_share=0.5)
     cleaned = postprocess(prob, spacing, 0.5, config, hu=hu).mask
@@ -226,7 +226,7 @@ def test_blood_space_holds_the_brain_of_an_open_skull_and_not_the_scalp():
     hu = np.where(r < 24, 35.0, hu)
     hu = np.where((r >= 24) & (y < 20) & (np.abs(x - 32) < 14), 35.0, hu).astype(np.float32)  # the gap
     spacing = (5.0, 0.5, 0.5)
-    inside = blood_space(hu, spacing)
+    inside = blood_space(hu)
     assert not intracranial(hu, spacing).any()
     assert inside[:, 24:40, 24:40].all() and inside[:, 40:52, 30:34].all()
     assert not inside[:, 32, 61].any() and not inside[:, 61, 32].any()  # scalp beside and behind

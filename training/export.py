@@ -132,7 +132,7 @@ def tune_out_of_fold(run: Path, config: dict, states: dict[int, dict], threshold
     scores: dict[int, dict[tuple, list[float]]] = {m: {c: [] for c in combos} for m in runs}
     for case, model in _held_out(run, config, states, device):
         label = np.asarray(case.label())
-        inside = blood_space(np.asarray(case.hu(), dtype=np.float32), case.spacing_zyx)
+        inside = blood_space(np.asarray(case.hu(), dtype=np.float32))
         probs = {}
         for margin in runs:
             inference = {**config["inference"], "crop_margin": margin}
