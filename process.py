@@ -91,7 +91,7 @@ def segment(case: Case, loaded: LoadedCase, predictor: EnsemblePredictor, manife
                    f"{case.name}: {volume_ml:.2f} mL haemorrhage") if qc_dir else None
     files = write_case_outputs(case, loaded.mask_image(cleaned.mask), manifest, qc)
     return {"voxels": voxels, "volume_ml": volume_ml, "fallback": cleaned.fallback, **files,
-            **review(prediction, manifest.inference)}
+            "fp32_rechecked_slices": prediction.rechecked, **review(prediction, manifest.inference)}
 
 
 def check_writable(folder: Path) -> None:
@@ -133,11 +133,13 @@ def run(args: argparse.Namespace) -> int:
     check_writable(output)
     print(f"{len(cases)} case(s), {manifest.family} × {len(manifest.folds)} fold(s) on {device}, "
           f"weights {weights}", flush=True)
-    print(f"compute: {path.processor}: {path.precision} ({path.reason})", flush=True)
+    recheck = manifest.inference.recheck_margin if path.autocast_dtype is not None and manifest.spec.slice_wise else 0.0
+    print(f"compute: {path.processor}: {path.precision} ({path.reason})"
+          + (f"; slices within {recheck} of the threshold computed again in fp32" if recheck else ""), flush=True)
 
     records: list[dict] = []
     summary = {"device": str(device), "weights": str(weights), "family": manifest.family,
-               "folds": len(manifest.folds), "compute": path.record(), "cases": records}
+               "folds": len(manifest.folds), "compute": path.record() | {"recheck_margin": recheck}, "cases": records}
     progress = Progress(len(cases))
     with ThreadPoolExecutor(max_workers=1) as reader:  # reads the next case while this one computes
         pending = reader.submit(load_case, cases[0])

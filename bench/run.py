@@ -339,6 +339,10 @@ def run_row(row: Row, workdir: Path, quick: bool = False, repeat: int = 1, preci
         result["seconds_per_case"] = other + result["seconds"]["ensemble"] * FULL_FOLDS / row.folds
         result["extrapolated"] = True
     result["runs_end_to_end"] = [r["seconds"]["end_to_end"] for r in runs[0]]
+    if compute.autocast_dtype is not None and row.spec.slice_wise and manifest.inference.recheck_margin:
+        result["recheck"] = {"margin": manifest.inference.recheck_margin,  # one more pass, untimed, to count
+                             "slices": predictor.predict(hu.astype(np.float32)).rechecked,
+                             "of": len(predictor.slice_plan(hu.astype(np.float32)))}
     if row.baseline:
         theirs = rest[0]
         print(f"  {row.name}: baseline {theirs['seconds']['end_to_end']:.2f} s "
@@ -363,6 +367,12 @@ def run_row(row: Row, workdir: Path, quick: bool = False, repeat: int = 1, preci
     return result
 
 
+def recheck_label(result: dict) -> str:
+    """`` + fp32 recheck k/n`` for a row whose near-threshold slices were computed again in fp32."""
+    recheck = result.get("recheck")
+    return f" + fp32 recheck {recheck['slices']}/{recheck['of']} (±{recheck['margin']})" if recheck else ""
+
+
 def table(results: list[dict], peaks: dict[str, dict]) -> str:
     """A Markdown table of the rows (the README's copy comes from here)."""
     head = ("| row | case (slices × folds, field) | ours s (read / ensemble / post / write) | baseline s | speedup "
@@ -374,7 +384,7 @@ def table(results: list[dict], peaks: dict[str, dict]) -> str:
         memory = r["memory_mb"].get("peak_cuda_mb", r["memory_mb"]["peak_rss_mb"])
         per_case = r.get("seconds_per_case")
         lines.append(" | ".join([
-            f"| {r['row']}{' (trained)' if r['trained_weights'] else ''} {r['precision']}",
+            f"| {r['row']}{' (trained)' if r['trained_weights'] else ''} {r['precision']}{recheck_label(r)}",
             f"{r['case']['slices']} × {r['case']['folds']}, {r['case']['field']}²",
             f"{s['end_to_end']:.2f} ({s['read']:.2f} / {s['ensemble']:.2f} / {s['postprocess']:.2f}"
             f" / {s['write']:.2f})",

@@ -79,6 +79,7 @@ class Prediction:
     fold_voxels: tuple[int, ...]  # voxels each fold's own mask holds
     fold_dice: float  # mean pairwise Dice of the fold masks; 1.0 where both of a pair are empty
     voxel_ml: float | None  # of the grid the folds ran on (None when the spacing was not given)
+    rechecked: int = 0  # slices computed again in fp32 (``inference.recheck_margin``)
 
     @property
     def fold_ml(self) -> tuple[float, ...] | None:
@@ -121,9 +122,13 @@ class EnsemblePredictor:
                     use_winograd(model)
         self.borders = [CropBorderPadding(model) for model in self.models] if self.slice_wise else []
 
-    def _autocast(self) -> torch.autocast:
-        """The path's autocast; none once an out-of-memory fallback moved a CUDA path to the CPU."""
-        dtype = self.path.autocast_dtype if self.path.device == self.device.type else None
+    def _reduced_dtype(self) -> torch.dtype | None:
+        """The path's autocast dtype; none once an out-of-memory fallback moved a CUDA path to the CPU."""
+        return self.path.autocast_dtype if self.path.device == self.device.type else None
+
+    def _autocast(self, exact: bool = False) -> torch.autocast:
+        """The path's autocast, or (``exact``) none."""
+        dtype = None if exact else self._reduced_dtype()
         return torch.autocast(device_type=self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
     def _to_device(self, hu: np.ndarray) -> torch.Tensor:
@@ -158,13 +163,13 @@ class EnsemblePredictor:
             target_shape(hu.shape, spacing_zyx, self.spacing)
         grid_ml = None if spacing_zyx is None else voxel_ml(spacing_after(hu.shape, spacing_zyx, shape))
         if shape == hu.shape:
-            prob, masks = self._predict(hu)
+            prob, masks, rechecked = self._predict(hu)
         else:
             resampled = resize(torch.from_numpy(np.ascontiguousarray(hu, dtype=np.float32)), shape)
-            prob, masks = self._predict(resampled.numpy())
+            prob, masks, rechecked = self._predict(resampled.numpy())
             prob = resize(torch.from_numpy(prob), hu.shape).clamp_(0.0, 1.0).numpy()
         voxels = tuple(int(m.sum()) for m in masks) if masks else (0,) * len(self.models)
-        return Prediction(prob, voxels, mean_pairwise_dice(masks), grid_ml)
+        return Prediction(prob, voxels, mean_pairwise_dice(masks), grid_ml, rechecked)
 
     def predict_with_fallback(self, hu: np.ndarray, spacing_zyx: tuple[float, float, float] | None,
                               say: Callable[[str], None]) -> Prediction:
@@ -206,13 +211,14 @@ class EnsemblePredictor:
                                                                       self.crop_margin)
                 if box[0].start <= z + lo < box[0].stop]  # the context slices are not predicted
 
-    def _predict(self, hu: np.ndarray) -> tuple[np.ndarray, list[torch.Tensor]]:
-        """Probability on ``hu``'s own grid, and each fold's mask (of the region it ran on)."""
+    def _predict(self, hu: np.ndarray) -> tuple[np.ndarray, list[torch.Tensor], int]:
+        """Probability on ``hu``'s own grid, each fold's mask (of the region it ran on), and the
+        slices computed again in fp32."""
         prob = np.zeros(hu.shape, dtype=np.float32)
         if self.slice_wise:
             boxes = self.slice_plan(hu)
             if not boxes:
-                return prob, []
+                return prob, [], 0
             context = SLICE_CONTEXT[self.manifest.input_mode]
             lo, hi = max(boxes[0][0] - context, 0), min(boxes[-1][0] + 1 + context, hu.shape[0])
             rows = slice(min(b[1].start for b in boxes), max(b[1].stop for b in boxes))  # their union, on the grid
@@ -220,23 +226,48 @@ class EnsemblePredictor:
             crop = np.ascontiguousarray(hu[lo:hi, rows, cols], dtype=np.float32)
             boxes = [(z - lo, *(slice(s.start - o.start, s.stop - o.start) for s, o in ((r, rows), (c, cols))),
                       crop_sides(r, c, *hu.shape[1:])) for z, r, c in boxes]
-            prob[lo:hi, rows, cols], masks = self._predict_2d(crop, boxes)
-            return prob, masks
+            prob[lo:hi, rows, cols], masks, rechecked = self._predict_2d(crop, boxes)
+            return prob, masks, rechecked
         box = bounding_box(head_mask(hu))
         if box is None:
-            return prob, []
+            return prob, [], 0
         prob[box], masks = self._predict_3d(np.ascontiguousarray(hu[box], dtype=np.float32))
-        return prob, masks
+        return prob, masks, 0
 
     def _fold_mask(self, fold_sum: torch.Tensor) -> torch.Tensor:
         """One fold's own mask from its summed views."""
         return fold_sum >= self.manifest.threshold * (self.views // len(self.models))
 
     def _predict_2d(self, hu: np.ndarray, boxes: list[tuple[int, slice, slice, Sides]]
-                    ) -> tuple[np.ndarray, list[torch.Tensor]]:
+                    ) -> tuple[np.ndarray, list[torch.Tensor], int]:
         """Probability of the slices in ``boxes`` (z, rows and columns of ``hu``, sides inside the
-        slice), zero elsewhere; and each fold's mask."""
+        slice), zero elsewhere; each fold's mask; and how many slices were computed again in fp32.
+
+        On a reduced-precision path with ``inference.recheck_margin`` set, every slice whose ensemble
+        probability comes within that margin of the threshold anywhere is computed again in fp32 and
+        replaced: a slice's result depends only on its own crop, so those slices then hold exactly
+        the fp32 result, and a voxel elsewhere can only flip where the reduced precision moved its
+        probability by more than the margin.
+        """
         volume = self._to_device(hu)
+        out, masks = self._ensemble_2d(volume, boxes, self._autocast())
+        margin = self.manifest.inference.recheck_margin
+        again = []
+        if margin > 0 and self._reduced_dtype() is not None:
+            near = ((out - self.manifest.threshold).abs() < margin).flatten(1).any(dim=1)
+            again = [box for box in boxes if bool(near[box[0]])]
+            if again:
+                exact, exact_masks = self._ensemble_2d(volume, again, self._autocast(exact=True))
+                z = torch.tensor([box[0] for box in again], device=self.device)
+                out[z] = exact[z]
+                for mask, exact_mask in zip(masks, exact_masks, strict=True):
+                    mask[z] = exact_mask[z]
+        return out.cpu().numpy(), masks, len(again)
+
+    def _ensemble_2d(self, volume: torch.Tensor, boxes: list[tuple[int, slice, slice, Sides]],
+                     autocast: torch.autocast) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Mean probability over folds and views of the slices in ``boxes`` (zero elsewhere), on the
+        device, under ``autocast``; and each fold's mask."""
         out = torch.zeros(volume.shape, dtype=torch.float32, device=self.device)
         masks = []
         groups: dict[tuple[int, int, Sides], list[tuple[int, slice, slice]]] = {}
@@ -248,7 +279,7 @@ class EnsemblePredictor:
                    for start in range(0, len(members), self.batch_size)]
         for model, border in zip(self.models, self.borders, strict=True):  # one fold over every batch, then the next
             fold = torch.zeros_like(out)
-            with transformed_weights(model), self._autocast():
+            with transformed_weights(model), autocast:
                 for height, width, sides, batch in batches:
                     x = torch.stack([self._window(volume, z, rows, cols, height, width) for z, rows, cols in batch])
                     prob = self._views(x.contiguous(memory_format=torch.channels_last), _on_crop(model, border, sides))
@@ -257,7 +288,7 @@ class EnsemblePredictor:
             out += fold
             masks.append(self._fold_mask(fold))
         out /= self.views
-        return out.cpu().numpy(), masks
+        return out, masks
 
     def _window(self, volume: torch.Tensor, z: int, rows: slice, cols: slice, height: int,
                 width: int) -> torch.Tensor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +14,10 @@ import torch
 from conftest import head_volume, tiny_weights
 from monai.inferers import sliding_window_inference
 
+from model.compute import ComputePath
 from model.crop_border import CropBorderPadding
 from model.head import head_box, head_mask, slice_boxes
-from model.predictor import EnsemblePredictor
+from model.predictor import EnsemblePredictor, Prediction
 from model.weights import load_manifest, load_models
 from model.windowing import window_slices, window_volume
 
@@ -158,3 +160,32 @@ def test_mirror_averages_the_flipped_prediction(tmp_path: Path) -> None:
 def test_volume_without_a_head_gives_zero_probability(tmp_path: Path) -> None:
     tiny_weights(tmp_path, "segresnet2d", folds=1)
     assert not predictor(tmp_path)(np.full((3, 32, 32), -1000.0, dtype=np.float32)).any()
+
+
+def test_recheck_recomputes_near_threshold_slices_in_fp32(tmp_path: Path) -> None:
+    """On a reduced-precision path with ``recheck_margin``, every slice with a probability within the
+    margin of the threshold holds exactly the fp32 result, every other slice the bf16 one, and
+    the prediction counts the slices computed again."""
+    tiny_weights(tmp_path, "segresnet2d", "windows3")
+    manifest = load_manifest(tmp_path)
+    models = load_models(tmp_path, manifest, CPU)
+    hu = with_air(head_volume((8, 48, 44)))
+    paths = {p: ComputePath("cpu", p, False, "test", "test") for p in ("fp32", "bf16")}
+
+    def run(precision: str, margin: float) -> Prediction:
+        settings = replace(manifest, inference=replace(manifest.inference, recheck_margin=margin))
+        return EnsemblePredictor(models, settings, CPU, path=paths[precision]).predict(hu)
+
+    exact, plain = run("fp32", 0.0).prob, run("bf16", 0.0)
+    assert plain.rechecked == 0 and np.abs(plain.prob - exact).max() > 0  # bf16 does round
+    planned = [z for z, _, _ in EnsemblePredictor(models, manifest, CPU).slice_plan(hu)]
+    distance = np.array([np.abs(plain.prob[z] - manifest.threshold).min() for z in planned])
+    margin = float(np.median(distance))  # about half the slices come that near the threshold
+    near = [z for z, d in zip(planned, distance, strict=True) if d < margin]
+    assert 0 < len(near) < len(planned)
+    checked = run("bf16", margin)
+    assert checked.rechecked == len(near)
+    far = [z for z in range(hu.shape[0]) if z not in near]
+    np.testing.assert_array_equal(checked.prob[near], exact[near])
+    np.testing.assert_array_equal(checked.prob[far], plain.prob[far])
+    assert run("fp32", margin).rechecked == 0  # nothing to recheck on an fp32 path

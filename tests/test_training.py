@@ -200,7 +200,13 @@ def test_export_round_trips_into_process(dataset: Path, tmp_path: Path) -> None:
     if cpu_has_native_bf16():  # bf16 allowed on the CPU only where measured equal to fp32, out of fold
         agreement = manifest.description["bf16_agreement"]
         assert manifest.inference.cpu_precision == ("auto" if agreement["allowed"] else "fp32")
-        assert agreement["allowed"] == (agreement["dice"] >= 0.99 and agreement["volume_change"] <= 0.01)
+        meeting = [float(m) for m, a in agreement["margins"].items()
+                   if a["dice"] >= 0.99 and a["volume_change"] <= 0.01]
+        assert agreement["allowed"] == bool(meeting)
+        assert agreement["recheck_margin"] == (min(meeting) if meeting else None)  # tried in turn: the smallest
+        assert not meeting or max(float(m) for m in agreement["margins"]) == min(meeting)  # ... then no more
+        assert manifest.inference.recheck_margin == (agreement["recheck_margin"] or 0.0)
+        assert agreement["margins"]["0.0"]["rechecked"] == 0.0
     else:
         assert manifest.inference.cpu_precision == "fp32"
     assert train.main(["export", "--run", str(run), "--weights", str(tmp_path / "one"), "--folds", "1",

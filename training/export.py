@@ -11,6 +11,7 @@ bf16 masks match fp32 masks (pooled Dice ≥ 0.99, total volume within 1 %).
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
@@ -44,6 +45,7 @@ MARGIN_AGREEMENT = 0.999  # pooled Dice against whole-slice masks that a margin 
 TUNING_TABLES = ("oof_score", "crop_margin_agreement", "min_component_ml_oof_dice", "keep_peak_oof_dice",
                  "intracranial_share_oof_dice", "threshold_oof_dice", "bf16_agreement")  # kept in the manifest
 BF16_DICE, BF16_VOLUME = 0.99, 0.01  # bf16 masks against fp32 masks: pooled Dice at least, volume within
+RECHECK_MARGINS = (0.05, 0.1, 0.2, 0.3)  # 2D: bf16 probabilities this near the threshold are computed again in fp32
 BF16_CASES = 12  # held-out cases the bf16 check predicts twice (each new crop shape costs oneDNN a set-up)
 
 
@@ -175,27 +177,46 @@ def tune_out_of_fold(run: Path, config: dict, states: dict[int, dict], threshold
             "threshold_oof_dice": {str(x): best_of(lambda c, x=x: c[0] == x) for x in thresholds}}
 
 
+def _agreement(fp32: list[np.ndarray], reduced: list[np.ndarray]) -> dict:
+    """Pooled Dice and total volume change of ``reduced`` masks against ``fp32`` masks, and the rule."""
+    both = sum(int((a & b).sum()) for a, b in zip(fp32, reduced, strict=True))
+    volumes = [sum(int(m.sum()) for m in masks) for masks in (fp32, reduced)]
+    pooled = 2 * both / sum(volumes) if sum(volumes) else 1.0
+    change = abs(volumes[1] - volumes[0]) / volumes[0] if volumes[0] else float(volumes[1] > 0)
+    return {"dice": round(pooled, 5), "volume_change": round(change, 5),
+            "allowed": pooled >= BF16_DICE and change <= BF16_VOLUME}
+
+
 def precision_agreement(run: Path, config: dict, states: dict[int, dict], threshold: float,
                         inference: dict, cases: int = BF16_CASES) -> dict:
-    """bf16 against fp32 masks (threshold only) on up to ``cases`` held-out cases, on this CPU."""
+    """bf16 against fp32 masks (threshold only) on up to ``cases`` held-out cases, on this CPU: plain
+    bf16, then (2D) with each of :data:`RECHECK_MARGINS` in turn until one meets the rule.
+    ``recheck_margin`` is the margin chosen (0: plain bf16 met it; None: none did, so fp32), and each
+    margin's ``rechecked`` the share of predicted slices it computed again in fp32."""
     cpu = torch.device("cpu")
-    manifest = probe_manifest(config["family"], config["input_mode"], config["network"], inference)
-    both = total = 0
-    volumes = [0, 0]
-    index = -1
-    for index, (case, model) in enumerate(_held_out(run, config, states, cpu)):
-        if index >= cases:
+
+    def predictor(model: nn.Module, precision: str, margin: float = 0.0) -> EnsemblePredictor:
+        manifest = probe_manifest(config["family"], config["input_mode"], config["network"],
+                                  {**inference, "recheck_margin": margin})
+        return EnsemblePredictor([model], manifest, cpu, path=choose_path(cpu, "auto", precision))
+
+    held_out = [(np.asarray(case.hu(), dtype=np.float32), model)
+                for case, model in itertools.islice(_held_out(run, config, states, cpu), cases)]
+    fp32 = [predictor(model, "fp32")(hu) > threshold for hu, model in held_out]
+    slices = sum(len(predictor(model, "fp32").slice_plan(hu)) for hu, model in held_out)
+    margins = (0.0, *RECHECK_MARGINS) if family(config["family"]).slice_wise else (0.0,)
+    result: dict = {"cases": len(held_out), "margins": {}, "recheck_margin": None}
+    for margin in margins:
+        predictions = [predictor(model, "auto", margin).predict(hu) for hu, model in held_out]
+        agreement = _agreement(fp32, [p.prob > threshold for p in predictions])
+        rechecked = sum(p.rechecked for p in predictions) / max(slices, 1)
+        result["margins"][str(margin)] = {**agreement, "rechecked": round(rechecked, 4)}
+        if agreement["allowed"]:
+            result["recheck_margin"] = margin
             break
-        hu = np.asarray(case.hu(), dtype=np.float32)
-        masks = [EnsemblePredictor([model], manifest, cpu, path=choose_path(cpu, "auto", precision))(hu) > threshold
-                 for precision in ("fp32", "auto")]
-        both += int((masks[0] & masks[1]).sum())
-        total += int(masks[0].sum() + masks[1].sum())
-        volumes = [v + int(m.sum()) for v, m in zip(volumes, masks, strict=True)]
-    pooled = 2 * both / total if total else 1.0
-    change = abs(volumes[1] - volumes[0]) / volumes[0] if volumes[0] else float(volumes[1] > 0)
-    return {"cases": min(index + 1, cases), "dice": round(pooled, 5), "volume_change": round(change, 5),
-            "allowed": pooled >= BF16_DICE and change <= BF16_VOLUME}
+    plain = result["margins"]["0.0"]
+    return {**result, "dice": plain["dice"], "volume_change": plain["volume_change"],
+            "allowed": result["recheck_margin"] is not None}
 
 
 def export_run(run: Path, weights_dir: Path, checkpoint: str = "best", threshold: float | None = None,
@@ -229,6 +250,8 @@ def export_run(run: Path, weights_dir: Path, checkpoint: str = "best", threshold
     if cpu_has_native_bf16():
         agreement = precision_agreement(run, config, states, threshold, inference)
         inference["cpu_precision"] = "auto" if agreement["allowed"] else "fp32"
+        if agreement["allowed"] and agreement["recheck_margin"]:
+            inference["recheck_margin"] = agreement["recheck_margin"]
         tuning = {**(tuning or {}), "bf16_agreement": agreement}
     scores = []
     for fold in states:
