@@ -19,7 +19,8 @@
   mask is infinite, which cost 8 of 13 INSTANCE teams their HD rank; every INSTANCE case contains a
   bleed. The cap keeps a normal head's fallback to a speck (an uncapped fallback painted whole
   regions of bone edge), and :class:`Cleaned` says the fallback was used, so results.json can tell
-  a finding from a fallback. A volume whose probability is zero everywhere still gives an empty
+  a finding from a fallback. With the intracranial filter on, the fallback looks inside the skull
+  only, as the filter does. A volume whose probability is zero everywhere still gives an empty
   mask. Turn this off for screening use, where a scan without haemorrhage must give an empty mask.
 """
 
@@ -156,6 +157,7 @@ def postprocess(prob: np.ndarray, spacing_zyx: tuple[float, float, float], thres
                                        config.keep_peak)
     fallback = False
     if config.never_empty and not mask.any():
-        mask = fallback_region(prob, spacing_zyx, config.fallback_max_ml)
+        candidates = prob if inside is None else np.where(inside, prob, 0.0)  # blood is inside the skull
+        mask = fallback_region(candidates, spacing_zyx, config.fallback_max_ml)
         fallback = bool(mask.any())
     return Cleaned(mask.astype(np.uint8), fallback)

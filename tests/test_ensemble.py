@@ -1,5 +1,7 @@
 """Fold averaging, post-processing and safe weight loading."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -211,6 +213,12 @@ def test_components_outside_the_skull_are_removed_inside_ones_kept():
     assert postprocess(prob, spacing, 0.5, PostprocessConfig()).mask[:, 60:62].any()  # off by default
     with pytest.raises(ValueError, match="intracranial_share"):
         postprocess(prob, spacing, 0.5, config)
+    faint = np.where(prob > 0, prob * 0.4, 0.0).astype(np.float32)  # nothing reaches the threshold
+    faint[1:3, 60:62, 28:36] = 0.45  # the scalp most probable, the bleed inside next
+    faint[1:3, 28:36, 28:36] = 0.4
+    fallback = postprocess(faint, spacing, 0.5, replace(config, never_empty=True), hu=hu)
+    assert fallback.fallback and fallback.mask[1:3, 28:36, 28:36].any() and not fallback.mask[:, 60:62].any()
+    assert postprocess(faint, spacing, 0.5, PostprocessConfig(never_empty=True)).mask[:, 60:62].any()  # filter off
 
 
 def test_blood_space_holds_the_brain_of_an_open_skull_and_not_the_scalp():

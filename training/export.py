@@ -140,13 +140,15 @@ def tune_out_of_fold(run: Path, config: dict, states: dict[int, dict], threshold
             inference = {**config["inference"], "crop_margin": margin}
             manifest = probe_manifest(config["family"], config["input_mode"], config["network"], inference)
             prob = probs[margin] = predict_case(model, manifest, case, device)
-            fallback = fallback_region(prob, case.spacing_zyx, PostprocessConfig().fallback_max_ml)
+            cap = PostprocessConfig().fallback_max_ml
+            fallbacks = {False: fallback_region(prob, case.spacing_zyx, cap),  # with the filter on, inside only
+                         True: fallback_region(np.where(inside, prob, 0.0), case.spacing_zyx, cap)}
             for t in thresholds:
                 for share in SHARE_CANDIDATES:
                     mask = prob >= t
                     if share > 0:
                         mask = remove_extracranial(mask, inside, share)
-                    values = _component_scores(prob, mask, label, case.spacing_zyx, fallback, small)
+                    values = _component_scores(prob, mask, label, case.spacing_zyx, fallbacks[share > 0], small)
                     for (ml, peak), value in zip(small, values, strict=True):
                         scores[margin][t, share, ml, peak].append(value)
         if compare:
