@@ -195,7 +195,7 @@ class OomPredictor(EnsemblePredictor):
             return super()._predict(hu)
         if self.batch_size > self.fits:
             raise torch.OutOfMemoryError("CUDA out of memory")
-        return np.ones_like(hu, dtype=np.float32), []
+        return np.ones_like(hu, dtype=np.float32), [], 0
 
 
 def test_cuda_out_of_memory_halves_the_batch_then_falls_back_to_cpu(monkeypatch, tmp_path):

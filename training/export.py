@@ -205,8 +205,9 @@ def precision_agreement(run: Path, config: dict, states: dict[int, dict], thresh
     held_out = [(np.asarray(case.hu(), dtype=np.float32), model)
                 for case, model in itertools.islice(_held_out(run, config, states, cpu), cases)]
     fp32 = [predictor(model, "fp32")(hu) > threshold for hu, model in held_out]
-    slices = sum(len(predictor(model, "fp32").slice_plan(hu)) for hu, model in held_out)
-    margins = (0.0, *RECHECK_MARGINS) if family(config["family"]).slice_wise else (0.0,)
+    slice_wise = family(config["family"]).slice_wise
+    slices = sum(len(predictor(model, "fp32").slice_plan(hu)) for hu, model in held_out) if slice_wise else 0
+    margins = (0.0, *RECHECK_MARGINS) if slice_wise else (0.0,)
     result: dict = {"cases": len(held_out), "margins": {}, "recheck_margin": None}
     for margin in margins:
         predictions = [predictor(model, "auto", margin).predict(hu) for hu, model in held_out]
