@@ -35,7 +35,9 @@ Where the time goes and what is done about it (measurements: docs/speed.md, ``be
   convolution algorithm follow :mod:`model.compute`: fp16 autocast on CUDA, bf16 autocast on a CPU
   with native bf16 where the manifest allows it, else fp32, with the wide 3×3 convolutions by
   Winograd's algorithm (:mod:`model.winograd`) on AVX2 CPUs (the seed-size network ran 1.3–1.4×
-  faster on an EPYC).
+  faster on an EPYC). With ``inference.recheck_margin`` (set at export where plain bf16 missed the
+  fp32 mask rule), 2D slices whose bf16/fp16 probability comes that near the threshold are computed
+  again in fp32.
 
 Optional mirror test-time augmentation averages in the left–right flipped prediction.
 
