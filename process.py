@@ -133,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     check_writable(output)
     print(f"{len(cases)} case(s), {manifest.family} × {len(manifest.folds)} fold(s) on {device}, "
           f"weights {weights}", flush=True)
-    recheck = manifest.inference.recheck_margin if path.autocast_dtype is not None and manifest.spec.slice_wise else 0.0
+    recheck = predictor.recheck_margin
     print(f"compute: {path.processor}: {path.precision} ({path.reason})"
           + (f"; slices within {recheck} of the threshold computed again in fp32" if recheck else ""), flush=True)
 

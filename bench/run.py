@@ -339,8 +339,8 @@ def run_row(row: Row, workdir: Path, quick: bool = False, repeat: int = 1, preci
         result["seconds_per_case"] = other + result["seconds"]["ensemble"] * FULL_FOLDS / row.folds
         result["extrapolated"] = True
     result["runs_end_to_end"] = [r["seconds"]["end_to_end"] for r in runs[0]]
-    if compute.autocast_dtype is not None and row.spec.slice_wise and manifest.inference.recheck_margin:
-        result["recheck"] = {"margin": manifest.inference.recheck_margin,  # one more pass, untimed, to count
+    if predictor.recheck_margin:
+        result["recheck"] = {"margin": predictor.recheck_margin,  # one more pass, untimed, to count
                              "slices": predictor.predict(hu.astype(np.float32)).rechecked,
                              "of": len(predictor.slice_plan(hu.astype(np.float32)))}
     if row.baseline:

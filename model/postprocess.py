@@ -67,9 +67,12 @@ def components_kept(sizes: np.ndarray, peaks: np.ndarray | None, min_voxels: flo
     return keep
 
 
-def fallback_region(prob: np.ndarray, spacing_zyx: tuple[float, ...], max_ml: float) -> np.ndarray:
-    """The never-empty fallback: :func:`most_probable_region` cut to at most ``max_ml`` (≥ 1 voxel)."""
-    return most_probable_region(prob, max(1, int(max_ml / voxel_ml(spacing_zyx))))
+def fallback_region(prob: np.ndarray, spacing_zyx: tuple[float, ...], max_ml: float,
+                    inside: np.ndarray | None = None) -> np.ndarray:
+    """The never-empty fallback: :func:`most_probable_region` cut to at most ``max_ml`` (≥ 1 voxel);
+    with ``inside`` (the intracranial filter's space), of the probability there only."""
+    candidates = prob if inside is None else np.where(inside, prob, 0.0)  # blood is inside the skull
+    return most_probable_region(candidates, max(1, int(max_ml / voxel_ml(spacing_zyx))))
 
 
 def remove_small_components(mask: np.ndarray, min_voxels: float, prob: np.ndarray | None = None,
@@ -157,7 +160,7 @@ def postprocess(prob: np.ndarray, spacing_zyx: tuple[float, float, float], thres
                                        config.keep_peak)
     fallback = False
     if config.never_empty and not mask.any():
-        candidates = prob if inside is None else np.where(inside, prob, 0.0)  # blood is inside the skull
-        mask = fallback_region(candidates, spacing_zyx, config.fallback_max_ml)
+        mask = fallback_region(prob, spacing_zyx, config.fallback_max_ml,
+                               inside if config.intracranial_share > 0 else None)
         fallback = bool(mask.any())
     return Cleaned(mask.astype(np.uint8), fallback)

@@ -128,6 +128,12 @@ class EnsemblePredictor:
         """The path's autocast dtype; none once an out-of-memory fallback moved a CUDA path to the CPU."""
         return self.path.autocast_dtype if self.path.device == self.device.type else None
 
+    @property
+    def recheck_margin(self) -> float:
+        """The manifest's ``recheck_margin`` where it applies (2D on a reduced-precision path), else 0."""
+        reduced = self.slice_wise and self._reduced_dtype() is not None
+        return self.manifest.inference.recheck_margin if reduced else 0.0
+
     def _autocast(self, exact: bool = False) -> torch.autocast:
         """The path's autocast, or (``exact``) none."""
         dtype = None if exact else self._reduced_dtype()
@@ -253,9 +259,9 @@ class EnsemblePredictor:
         """
         volume = self._to_device(hu)
         out, masks = self._ensemble_2d(volume, boxes, self._autocast())
-        margin = self.manifest.inference.recheck_margin
+        margin = self.recheck_margin
         again = []
-        if margin > 0 and self._reduced_dtype() is not None:
+        if margin > 0:
             near = ((out - self.manifest.threshold).abs() < margin).flatten(1).any(dim=1)
             again = [box for box in boxes if bool(near[box[0]])]
             if again:

@@ -141,8 +141,8 @@ def tune_out_of_fold(run: Path, config: dict, states: dict[int, dict], threshold
             manifest = probe_manifest(config["family"], config["input_mode"], config["network"], inference)
             prob = probs[margin] = predict_case(model, manifest, case, device)
             cap = PostprocessConfig().fallback_max_ml
-            fallbacks = {False: fallback_region(prob, case.spacing_zyx, cap),  # with the filter on, inside only
-                         True: fallback_region(np.where(inside, prob, 0.0), case.spacing_zyx, cap)}
+            fallbacks = {on: fallback_region(prob, case.spacing_zyx, cap, inside if on else None)
+                         for on in (False, True)}  # the filter on or off, as postprocess does
             for t in thresholds:
                 for share in SHARE_CANDIDATES:
                     mask = prob >= t
@@ -204,9 +204,12 @@ def precision_agreement(run: Path, config: dict, states: dict[int, dict], thresh
 
     held_out = [(np.asarray(case.hu(), dtype=np.float32), model)
                 for case, model in itertools.islice(_held_out(run, config, states, cpu), cases)]
-    fp32 = [predictor(model, "fp32")(hu) > threshold for hu, model in held_out]
     slice_wise = family(config["family"]).slice_wise
-    slices = sum(len(predictor(model, "fp32").slice_plan(hu)) for hu, model in held_out) if slice_wise else 0
+    fp32, slices = [], 0
+    for hu, model in held_out:
+        exact = predictor(model, "fp32")
+        fp32.append(exact(hu) > threshold)
+        slices += len(exact.slice_plan(hu)) if slice_wise else 0
     margins = (0.0, *RECHECK_MARGINS) if slice_wise else (0.0,)
     result: dict = {"cases": len(held_out), "margins": {}, "recheck_margin": None}
     for margin in margins:
