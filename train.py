@@ -65,6 +65,8 @@ def _fit_parser(sub: argparse._SubParsersAction) -> None:
                      help="2D: normalisation (default batch: fixed statistics at inference, so cropping to the "
                           "head does not change the result; docs/speed.md)")
     fit.add_argument("--no-augment", action="store_true", help="crops only, no flips/affine/intensity changes")
+    fit.add_argument("--balance-lesions", action="store_true",
+                     help="2D: draw blood slices bleed by bleed, so small bleeds are seen as often as large ones")
     fit.add_argument("--workers", type=int, default=2, help="data-loader worker processes per rank")
     fit.add_argument("--threads", type=int, default=None, help="CPU threads per process (torch.set_num_threads)")
     fit.add_argument("--validate-every", type=int, default=1, help="validate every N epochs (and the last)")

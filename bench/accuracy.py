@@ -1,6 +1,13 @@
 """Accuracy of the shipped model against the HU-rule baseline on the same labelled cases, by bleed size.
 
     python3 bench/accuracy.py --data data/heldout --subset evaluation [--weights weights] [--out FILE.json]
+    python3 bench/accuracy.py --data data/heldout --single-slices [...]
+
+With ``--single-slices`` each labelled case gives up to three one-slice inputs instead (its slices
+with the largest, the median and the smallest cross-section of blood, at least ``MIN_SLICE_PIXELS``
+pixels), scored the same way and binned by the blood's volume in that slice: the generated stand-in
+for a set of single real slices with expert masks, where a rule made for volumes (the smallest
+component kept, the never-empty fallback) meets a bleed cut to one slice.
 
 Each case is read and predicted exactly as ``process.py`` does it (canonical orientation, the
 manifest's spacing, fold ensemble, post-processing); the baseline is :mod:`bench.hu_rule`. Cases
@@ -15,6 +22,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -33,16 +41,43 @@ from training.data import canonical_arrays
 from training.splits import find_cases
 
 BINS = ((0.0, 1.0, "< 1 mL"), (1.0, 5.0, "1–5 mL"), (5.0, 30.0, "5–30 mL"), (30.0, float("inf"), "> 30 mL"))
+SLICE_BINS = ((0.0, 0.5, "< 0.5 mL"), (0.5, 2.0, "0.5–2 mL"), (2.0, float("inf"), "≥ 2 mL"))
+MIN_SLICE_PIXELS = 10  # a single-slice input holds at least this much blood
 
 
-def score_cases(data: Path, subset: str, weights: Path) -> list[dict]:
-    """Per case: true mL, and for the model and the rule the predicted mL and DSC (None without blood)."""
+def picked_slices(label: np.ndarray, min_pixels: int = MIN_SLICE_PIXELS) -> list[int]:
+    """Of the slices with at least ``min_pixels`` of blood, those with the smallest, the median and
+    the largest cross-section (fewer when they coincide)."""
+    areas = label.reshape(len(label), -1).sum(axis=1)
+    candidates = np.flatnonzero(areas >= min_pixels)
+    if candidates.size == 0:
+        return []
+    ordered = candidates[np.argsort(areas[candidates], kind="stable")]
+    return sorted({int(ordered[0]), int(ordered[len(ordered) // 2]), int(ordered[-1])})
+
+
+Labelled = tuple[str, np.ndarray, np.ndarray, tuple[float, float, float]]  # name, HU, 0/1 label, spacing (z, y, x)
+
+
+def inputs(data: Path, subset: str, single_slices: bool) -> Iterator[Labelled]:
+    """(name, HU, 0/1 label, spacing) of every case, or with ``single_slices`` of its picked slices."""
+    for case in find_cases(data, subset):
+        hu, label, spacing = canonical_arrays(case)  # read as training and process.py read a case
+        if not single_slices:
+            yield case.name, hu, label, spacing
+            continue
+        for z in picked_slices(label):
+            yield f"{case.name}_z{z:02d}", hu[z: z + 1], label[z: z + 1], spacing
+
+
+def score_cases(data: Path, subset: str, weights: Path, single_slices: bool = False) -> list[dict]:
+    """Per case (or picked slice): true mL, and for the model and the rule the predicted mL and DSC
+    (None without blood)."""
     manifest = load_manifest(weights)
     device = torch.device("cpu")
     predictor = EnsemblePredictor(load_models(weights, manifest, device), manifest, device)
     rows = []
-    for case in find_cases(data, subset):
-        hu, label_array, spacing = canonical_arrays(case)  # read as training and process.py read a case
+    for name, hu, label_array, spacing in inputs(data, subset, single_slices):
         label = label_array > 0
         started = time.perf_counter()
         prediction = predictor.predict(hu, spacing)
@@ -50,14 +85,14 @@ def score_cases(data: Path, subset: str, weights: Path) -> list[dict]:
         seconds = time.perf_counter() - started
         masks = {"model": cleaned.mask > 0, "rule": hu_rule_mask(hu, spacing) > 0}
         ml = voxel_ml(spacing)
-        row = {"case": case.name, "true_ml": round(float(label.sum()) * ml, 3), "seconds": round(seconds, 2),
+        row = {"case": name, "true_ml": round(float(label.sum()) * ml, 3), "seconds": round(seconds, 2),
                "fallback": cleaned.fallback, "fold_dice": round(prediction.fold_dice, 4),
                "fold_max_ml": max(prediction.fold_ml or (0.0,))}
-        for name, mask in masks.items():
-            row[f"{name}_ml"] = round(float(mask.sum()) * ml, 3)
-            row[f"{name}_dsc"] = round(dice(mask, label), 4) if label.any() else None
+        for method, mask in masks.items():
+            row[f"{method}_ml"] = round(float(mask.sum()) * ml, 3)
+            row[f"{method}_dsc"] = round(dice(mask, label), 4) if label.any() else None
         rows.append(row)
-        print(f"{case.name}: true {row['true_ml']:.2f} mL | model {row['model_ml']:.2f} mL DSC {row['model_dsc']} | "
+        print(f"{name}: true {row['true_ml']:.2f} mL | model {row['model_ml']:.2f} mL DSC {row['model_dsc']} | "
               f"rule {row['rule_ml']:.2f} mL DSC {row['rule_dsc']} | {seconds:.1f} s", flush=True)
     return rows
 
@@ -66,13 +101,15 @@ def _mean(values: list[float]) -> str:
     return f"{np.mean(values):.3f}" if values else "–"
 
 
-def table(rows: list[dict]) -> str:
+def table(rows: list[dict], bins: tuple[tuple[float, float, str], ...] = BINS) -> str:
     """Markdown: DSC and mean absolute volume error per bin, and mL on the heads without blood."""
     lines = ["| cases | n | DSC model | DSC HU rule | abs. volume error model (mL) | abs. volume error HU rule (mL) |",
              "|---|---|---|---|---|---|"]
     positives = [r for r in rows if r["true_ml"] > 0]
-    groups = [(label, [r for r in positives if low <= r["true_ml"] < high]) for low, high, label in BINS]
-    groups += [("all with blood", positives), ("> 1 mL", [r for r in positives if r["true_ml"] >= 1.0])]
+    groups = [(label, [r for r in positives if low <= r["true_ml"] < high]) for low, high, label in bins]
+    groups.append(("all with blood", positives))
+    if bins == BINS:
+        groups.append(("> 1 mL", [r for r in positives if r["true_ml"] >= 1.0]))
     for label, group in groups:
         lines.append(f"| {label} | {len(group)} | {_mean([r['model_dsc'] for r in group])} | "
                      f"{_mean([r['rule_dsc'] for r in group])} | "
@@ -112,14 +149,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--subset", default="evaluation", help="sub-folder with data/ and label/ (default evaluation)")
     parser.add_argument("--weights", type=Path, default=Path(__file__).resolve().parents[1] / "weights")
     parser.add_argument("--out", type=Path, default=None, help="write the per-case numbers here (JSON)")
+    parser.add_argument("--single-slices", action="store_true",
+                        help="score up to three one-slice inputs per case with blood instead of whole cases")
     args = parser.parse_args(argv)
     print(f"cpu={cpu_model()} threads={torch.get_num_threads()}", flush=True)
-    rows = score_cases(args.data, args.subset, args.weights)
-    print(table(rows))
-    print()
-    print(review_table(rows))
+    rows = score_cases(args.data, args.subset, args.weights, args.single_slices)
+    print(table(rows, SLICE_BINS if args.single_slices else BINS))
+    if not args.single_slices:  # one slice's folds are no case-level review
+        print()
+        print(review_table(rows))
     seconds = [r["seconds"] for r in rows]
-    print(f"cases={len(rows)} model_seconds_per_case={np.mean(seconds):.2f} "
+    print(f"{'slices' if args.single_slices else 'cases'}={len(rows)} model_seconds_per_case={np.mean(seconds):.2f} "
           f"fallbacks={sum(r['fallback'] for r in rows)}")
     if args.out:
         args.out.write_text(json.dumps(rows, indent=1) + "\n")

@@ -58,4 +58,32 @@ def test_accuracy_table_bins_cases_and_scores_normal_heads(tmp_path: Path, weigh
     assert rows[0]["rule_dsc"] > 0.8 and rows[0]["true_ml"] > 0
     printed = capsys.readouterr().out
     assert "| < 1 mL |" in printed and "| no blood: mL painted (mean / max) | 1 |" in printed
-    assert "cpu=" in printed
+    assert "cpu=" in printed and "001: true" in printed  # each case's line is named by its case
+
+
+def test_picked_slices_are_the_smallest_median_and_largest_cross_sections():
+    label = np.zeros((7, 20, 20), dtype=np.uint8)
+    for z, side in ((0, 2), (1, 4), (2, 5), (4, 6), (5, 8)):  # areas 4, 16, 25, 36, 64; slices 3 and 6 empty
+        label[z, :side, :side] = 1
+    assert accuracy.picked_slices(label, min_pixels=10) == [1, 4, 5]  # 16, 36 (median of 16/25/36/64), 64
+    assert accuracy.picked_slices(label[:2], min_pixels=10) == [1]
+    assert accuracy.picked_slices(np.zeros_like(label)) == []
+
+
+def test_single_slice_mode_scores_one_slice_inputs_by_their_own_blood(tmp_path: Path, weights_factory, capsys):
+    root = tmp_path / "set" / "evaluation"
+    hu, label = skull_head(True)
+    for kind, array in (("data", hu.astype(np.int16)), ("label", label)):
+        (root / kind).mkdir(parents=True, exist_ok=True)
+        sitk.WriteImage(ct_image(array), str(root / kind / "001.nii.gz"))
+    out = tmp_path / "rows.json"
+    weights = weights_factory(postprocess={"never_empty": False})
+    assert accuracy.main(["--data", str(tmp_path / "set"), "--weights", str(weights), "--out", str(out),
+                          "--single-slices"]) == 0
+    rows = json.loads(out.read_text())
+    assert [r["case"] for r in rows] == ["001_z01", "001_z02", "001_z03"]  # the bleed's three slices
+    one_slice_ml = 12 * 14 * np.prod(SPACING_ZYX) / 1000
+    assert all(abs(r["true_ml"] - one_slice_ml) < 1e-3 for r in rows)
+    assert all(r["rule_dsc"] > 0.8 for r in rows)  # the rule finds the bleed in one slice too
+    printed = capsys.readouterr().out
+    assert "| < 0.5 mL | 3 |" in printed and "slices=3" in printed and "fold Dice" not in printed

@@ -22,7 +22,7 @@ from model.weights import load_manifest, load_models
 from model.windowing import window_slices
 from training import data as training_data
 from training import export as export_module
-from training.data import SliceDataset, cache_case, crop_centres, slice_input
+from training.data import Augment, CachedCase, SliceDataset, cache_case, crop_centres, lesion_slices, slice_input
 from training.export import CROP_MARGIN_CANDIDATES, WHOLE_SLICE
 from training.families import training_family
 from training.losses import dice_bce
@@ -315,3 +315,23 @@ def test_crops_are_drawn_from_slices_without_tissue_or_blood() -> None:
     assert len(centres["fg"]) == 0 and len(centres["bg"]) == 40 * 40
     centres = crop_centres(hu[1], label[1])  # blood, and the tissue around it
     assert len(centres["fg"]) == 4 and len(centres["bg"]) == 16 - 4
+
+
+def test_balanced_sampling_draws_small_bleeds_as_often_as_large_ones(tmp_path: Path) -> None:
+    hu = np.full((16, 32, 32), 30.0, dtype=np.float32)
+    label = np.zeros(hu.shape, dtype=np.uint8)
+    label[0:12, 4:24, 4:24] = 1  # a large bleed on twelve slices: 400 pixels each
+    label[14, 28:30, 28:30] = 1  # a small one on one slice, not touching it: 4 pixels
+    np.save(tmp_path / "hu.npy", hu)
+    np.save(tmp_path / "label.npy", label)
+    case = CachedCase("001", tmp_path / "hu.npy", tmp_path / "label.npy", (5.0, 0.9, 0.9),
+                      (*range(12), 14), tuple(range(16)))
+    assert lesion_slices(label) == (tuple(range(12)), (14,))
+
+    def small_share(balance: bool) -> float:
+        ds = SliceDataset([case], "windows3", (32, 32), length=400, seed=1, foreground_fraction=1.0,
+                          augment=Augment(enabled=False), balance_lesions=balance)
+        return float(np.mean([ds[i]["label"].sum().item() == 4 for i in range(len(ds))]))
+
+    assert small_share(False) < 0.15  # 1 blood slice in 13
+    assert 0.4 < small_share(True) < 0.6  # 1 bleed in 2

@@ -110,6 +110,7 @@ def prepare(args, info: DistInfo) -> tuple[RunConfig, list[dict], dict[str, Cach
         raise ValueError(f"crop/patch {crop} must be a multiple of the network's shape factor {factor}")
     training = {"epochs": args.epochs, "steps_per_epoch": args.steps_per_epoch, "seed": args.seed,
                 "split_seed": args.split_seed, "augment": not args.no_augment,
+                "balance_lesions": getattr(args, "balance_lesions", False),
                 **{k: v for k, v in asdict(loop_config(args, args.family)).items()
                    if k in ("batch_size", "lr", "weight_decay", "optimizer")},
                 "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
@@ -171,7 +172,8 @@ def train_fold_2d(args, config: RunConfig, split: dict, cases: dict[str, CachedC
     model = _network(config, args.seed + fold)
     dataset = entry.dataset([cases[n] for n in split["train"]], config.input_mode, config.crop,
                             loop.steps_per_epoch * loop.batch_size, seed=args.seed + fold,
-                            augment=Augment(enabled=not args.no_augment))
+                            augment=Augment(enabled=not args.no_augment),
+                            balance_lesions=getattr(args, "balance_lesions", False))
     manifest = _manifest(config)
 
     def val_dice(module: nn.Module, case: CachedCase) -> float:
