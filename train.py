@@ -102,6 +102,9 @@ def _export_parser(sub: argparse._SubParsersAction) -> None:
     export.add_argument("--mirror", action="store_true",
                         help="left-right mirror test-time augmentation in the manifest (tuned with it)")
     export.add_argument("--no-never-empty", action="store_true", help="allow empty masks (screening use)")
+    export.add_argument("--measure-bf16", action="store_true",
+                        help="measure bf16 against fp32 masks on a CPU without native bf16 too (emulated, 10-15x "
+                             "slower), so the manifest can allow bf16 where it is native")
     export.add_argument("--description", action="append", default=[], metavar="KEY=VALUE",
                         help="extra manifest description field (repeatable)")
 
@@ -138,7 +141,7 @@ def export(args: argparse.Namespace) -> int:
     manifest = export_run(args.run, args.weights, args.checkpoint, args.threshold, args.min_component_ml,
                           not args.no_never_empty, description, crop_margin=args.crop_margin, folds=args.folds,
                           intracranial_share=args.intracranial_share, keep_peak=args.keep_peak,
-                          mirror=args.mirror)
+                          mirror=args.mirror, measure_bf16=args.measure_bf16)
     total = sum((args.weights / f.file).stat().st_size for f in manifest.folds)
     print(f"wrote {args.weights}: {len(manifest.folds)} fold(s), {total / 1e6:.1f} MB, "
           f"min_component_ml {manifest.postprocess.min_component_ml}, keep_peak {manifest.postprocess.keep_peak}, "

@@ -18,7 +18,7 @@ from model.compute import cpu_has_native_bf16
 from model.io import CaseError
 from model.postprocess import PostprocessConfig, most_probable_region, postprocess
 from model.spacing import voxel_ml
-from model.weights import load_manifest, load_models
+from model.weights import Manifest, load_manifest, load_models
 from model.windowing import window_slices
 from training import data as training_data
 from training import export as export_module
@@ -172,6 +172,18 @@ def test_warm_restart_begins_from_the_earlier_runs_fold(dataset: Path, tmp_path:
                        "--init-from", str(tmp_path / "missing")]) == 2  # one-line error, no traceback
 
 
+def check_bf16_agreement(manifest: Manifest) -> None:
+    """The manifest allows bf16 exactly when a measured margin met the mask rule, the smallest such."""
+    agreement = manifest.description["bf16_agreement"]
+    assert manifest.inference.cpu_precision == ("auto" if agreement["allowed"] else "fp32")
+    meeting = [float(m) for m, a in agreement["margins"].items() if a["dice"] >= 0.99 and a["volume_change"] <= 0.01]
+    assert agreement["allowed"] == bool(meeting)
+    assert agreement["recheck_margin"] == (min(meeting) if meeting else None)  # tried in turn: the smallest
+    assert not meeting or max(float(m) for m in agreement["margins"]) == min(meeting)  # ... then no more
+    assert manifest.inference.recheck_margin == (agreement["recheck_margin"] or 0.0)
+    assert agreement["margins"]["0.0"]["rechecked"] == 0.0
+
+
 def test_export_round_trips_into_process(dataset: Path, tmp_path: Path) -> None:
     run, weights = tmp_path / "run", tmp_path / "weights"
     assert fit(dataset, run, "--folds", "2", "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "2") == 0
@@ -198,21 +210,14 @@ def test_export_round_trips_into_process(dataset: Path, tmp_path: Path) -> None:
     mask = sitk.ReadImage(str(output / "001.nii.gz"))
     assert mask.GetSize() == (64, 64, 8)
     if cpu_has_native_bf16():  # bf16 allowed on the CPU only where measured equal to fp32, out of fold
-        agreement = manifest.description["bf16_agreement"]
-        assert manifest.inference.cpu_precision == ("auto" if agreement["allowed"] else "fp32")
-        meeting = [float(m) for m, a in agreement["margins"].items()
-                   if a["dice"] >= 0.99 and a["volume_change"] <= 0.01]
-        assert agreement["allowed"] == bool(meeting)
-        assert agreement["recheck_margin"] == (min(meeting) if meeting else None)  # tried in turn: the smallest
-        assert not meeting or max(float(m) for m in agreement["margins"]) == min(meeting)  # ... then no more
-        assert manifest.inference.recheck_margin == (agreement["recheck_margin"] or 0.0)
-        assert agreement["margins"]["0.0"]["rechecked"] == 0.0
+        check_bf16_agreement(manifest)
     else:
-        assert manifest.inference.cpu_precision == "fp32"
+        assert manifest.inference.cpu_precision == "fp32" and "bf16_agreement" not in manifest.description
     assert train.main(["export", "--run", str(run), "--weights", str(tmp_path / "one"), "--folds", "1",
-                       "--min-component-ml", "0", "--crop-margin", "16"]) == 0
+                       "--min-component-ml", "0", "--crop-margin", "16", "--measure-bf16"]) == 0
     one = load_manifest(tmp_path / "one")  # a subset of the folds ships, e.g. those trained in the time there was
     assert len(one.folds) == 1 and one.description["cv_folds"] == "[1] of 2"
+    check_bf16_agreement(one)  # measured on any CPU when asked (emulated where bf16 is not native)
     torch.testing.assert_close(load_models(tmp_path / "one", one, torch.device("cpu"))[0].state_dict()[key], value)
 
 

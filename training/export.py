@@ -5,8 +5,14 @@ the cases it never trained on): the 2D crop margin, the smallest that reproduces
 inference; the post-processing (threshold, smallest kept component, the peak probability that keeps
 a smaller one, the intracranial share), the combination with the highest mean Dice over all held-out
 cases (a case without blood scores 1 when its mask is empty or only the never-empty fallback, else 0;
-ties: the smallest); and, on a CPU with native bf16, whether the CPU may compute in bf16: only when
-bf16 masks match fp32 masks (pooled Dice ≥ 0.99, total volume within 1 %).
+ties: the smallest); and, on a CPU with native bf16 (or anywhere with ``measure_bf16``), whether the
+CPU may compute in bf16: only when bf16 masks match fp32 masks (pooled Dice ≥ 0.99, total volume
+within 1 %).
+
+Without native bf16 autocast still computes in bf16, emulated: operands rounded to bf16, products
+accumulated in fp32, outputs rounded to bf16, the rounding points of oneDNN's AMX path; only 10–15×
+slower. So ``measure_bf16`` lets an export made on such a CPU decide for the CPUs that have it, rather
+than writing fp32 for want of a measurement.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from scipy import ndimage
 from torch import nn
 
 from model.anatomy import blood_space
-from model.compute import choose_path, cpu_has_native_bf16
+from model.compute import choose_path, cpu_flags, cpu_has_native_bf16
 from model.families import family
 from model.postprocess import CONNECTIVITY, PostprocessConfig, components_kept, fallback_region, remove_extracranial
 from model.predictor import EnsemblePredictor
@@ -191,16 +197,18 @@ def _agreement(fp32: list[np.ndarray], reduced: list[np.ndarray]) -> dict:
 
 def precision_agreement(run: Path, config: dict, states: dict[int, dict], threshold: float,
                         inference: dict, cases: int = BF16_CASES) -> dict:
-    """bf16 against fp32 masks (threshold only) on up to ``cases`` held-out cases, on this CPU: plain
-    bf16, then (2D) with each of :data:`RECHECK_MARGINS` in turn until one meets the rule.
-    ``recheck_margin`` is the margin chosen (0: plain bf16 met it; None: none did, so fp32), and each
-    margin's ``rechecked`` the share of predicted slices it computed again in fp32."""
+    """bf16 against fp32 masks (threshold only) on up to ``cases`` held-out cases, on this CPU (bf16
+    emulated where it is not native): plain bf16, then (2D) with each of :data:`RECHECK_MARGINS` in
+    turn until one meets the rule. ``recheck_margin`` is the margin chosen (0: plain bf16 met it;
+    None: none did, so fp32), and each margin's ``rechecked`` the share of predicted slices it
+    computed again in fp32."""
     cpu = torch.device("cpu")
+    flags = cpu_flags() | {"avx512_bf16"}  # take the bf16 path here, native or emulated
 
     def predictor(model: nn.Module, precision: str, margin: float = 0.0) -> EnsemblePredictor:
         manifest = probe_manifest(config["family"], config["input_mode"], config["network"],
                                   {**inference, "recheck_margin": margin})
-        return EnsemblePredictor([model], manifest, cpu, path=choose_path(cpu, "auto", precision))
+        return EnsemblePredictor([model], manifest, cpu, path=choose_path(cpu, "auto", precision, flags=flags))
 
     held_out = [(np.asarray(case.hu(), dtype=np.float32), model)
                 for case, model in itertools.islice(_held_out(run, config, states, cpu), cases)]
@@ -229,9 +237,10 @@ def export_run(run: Path, weights_dir: Path, checkpoint: str = "best", threshold
                min_component_ml: float | None = None, never_empty: bool = True, description: dict | None = None,
                device: torch.device | None = None, crop_margin: int | None = None,
                folds: list[int] | None = None, intracranial_share: float | None = None,
-               keep_peak: float | None = None, mirror: bool = False) -> Manifest:
+               keep_peak: float | None = None, mirror: bool = False, measure_bf16: bool = False) -> Manifest:
     """Write ``weights_dir`` from the run's folds (``folds``: a subset, e.g. those trained in the time
-    there was); ``None`` settings are chosen out-of-fold, on the cases those folds held out."""
+    there was); ``None`` settings are chosen out-of-fold, on the cases those folds held out.
+    ``measure_bf16``: decide ``cpu_precision`` on a CPU without native bf16 too (emulated, slow)."""
     config_path = run / "config.json"
     if not config_path.is_file():
         raise FileNotFoundError(f"{config_path}: not a training run folder (no config.json)")
@@ -253,7 +262,7 @@ def export_run(run: Path, weights_dir: Path, checkpoint: str = "best", threshold
     if slices:
         inference["crop_margin"] = int(crop_margin)
     inference["cpu_precision"] = "fp32"
-    if cpu_has_native_bf16():
+    if cpu_has_native_bf16() or measure_bf16:
         agreement = precision_agreement(run, config, states, threshold, inference)
         inference["cpu_precision"] = "auto" if agreement["allowed"] else "fp32"
         if agreement["allowed"] and agreement["recheck_margin"]:
