@@ -1,0 +1,24 @@
+"""The real-heads check: thick slabs keep the head and its spacing, and every available head is reported."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bench import real_heads
+
+
+def test_slabs_average_consecutive_slices_and_scale_the_spacing():
+    hu = np.arange(7 * 2 * 2, dtype=np.float32).reshape(7, 2, 2)
+    thick, spacing = real_heads.slabs(hu, (1.0, 0.5, 0.5), 3)
+    assert thick.shape == (2, 2, 2) and spacing == (3.0, 0.5, 0.5)  # the seventh slice is dropped
+    np.testing.assert_allclose(thick[1], hu[3:6].mean(axis=0))
+
+
+def test_every_available_head_gets_a_line(weights_factory, capsys):
+    weights = weights_factory()
+    assert real_heads.main(["--weights", str(weights)]) == 0
+    printed = capsys.readouterr().out
+    lines = [line for line in printed.splitlines() if "mL" in line]
+    heads = int(printed.split("heads=")[1].split()[0])
+    assert len(lines) == heads == 4  # CI installs both sources (scripts/install.sh)
+    assert "invesalius 4.8 mm" in printed and "pydicom 2 mm" in printed
