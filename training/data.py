@@ -29,6 +29,7 @@ from torch.utils.data import Dataset
 from model.atomic import atomic_path
 from model.head import HEAD_HU
 from model.io import CaseError, read_image, to_canonical
+from model.postprocess import CONNECTIVITY
 from model.spacing import Spacing, spacing_after, to_spacing
 from model.windowing import neighbour_span, window_slices, window_volume
 from training.splits import TrainCase
@@ -193,7 +194,7 @@ class _SeededDataset(Dataset):
 
 def lesion_slices(label: np.ndarray) -> tuple[tuple[int, ...], ...]:
     """The slices of each bleed: each 26-connected component of the (Z, Y, X) label, its slice indices."""
-    components, _ = ndimage.label(label > 0, structure=np.ones((3, 3, 3), dtype=bool))
+    components, _ = ndimage.label(label > 0, structure=CONNECTIVITY)  # post-processing's components
     return tuple(tuple(range(box[0].start, box[0].stop)) for box in ndimage.find_objects(components) if box)
 
 
