@@ -118,7 +118,7 @@ def test_shipped_model_gives_one_volume_whatever_the_pixel_size():
 
     ct, _, info = generate_case(4, "invesalius", size=512, max_slices=14, n_lesions=1,
                                     subtypes=("intraparenchymal",))
-    assert info["label_ml"] > 1.0  # 1.4 mL of visible blood (the label holds only voxels of 40–110 HU)
+    assert info["lesions"][0]["inserted_ml"] > 2.0  # in the CT the model sees (the label: its 40–110 HU part)
     shipped = load_manifest(WEIGHTS)
     predictor = EnsemblePredictor(load_models(WEIGHTS, shipped, CPU), shipped, CPU)
     masks, volumes = {}, {}
