@@ -5,7 +5,7 @@
 #   3. trains the shipped configuration at the seed size (32 filters, 5 levels) on CUDA, one fold per
 #      process in parallel when several GPUs are present, else the folds in turn, within a time budget;
 #   4. exports the weights (manifest with hashes, settings chosen out of fold);
-#   5. runs the CUDA tests, and checks CPU and CUDA masks of the sample cases for equality;
+#   5. checks CPU and CUDA masks of the sample cases for equality (the CUDA tests run first, before 2.);
 #   6. leaves under $OUT: weights/ (manifest + folds), device.log (with the training logs), devices.json.
 #
 #   OUT=/tmp/out bash scripts/device.sh              # on the device machine ($OUT is set there)
@@ -45,6 +45,11 @@ else
        --device cuda)
   SPACING=(--spacing 0.9)
 fi
+# first: the checks that need no training (the first real run, 2026-12-04, timed out before them)
+if [[ "${DRY_RUN:-0}" != 1 ]]; then
+  say "CUDA tests"
+  "$PY" -m pytest -q -x tests/test_predictor.py tests/test_ensemble.py tests/test_process.py 2>&1 | tail -5
+fi
 WORK=${WORK:-/tmp/ich-device}
 mkdir -p "$WORK"
 workers=$(nproc)
@@ -68,8 +73,4 @@ done
 say "CPU vs CUDA masks of the sample cases"
 "$PY" scripts/compare_devices.py --input samples/input --weights "$OUT/weights" --out "$OUT/devices.json"
 
-if [[ "${DRY_RUN:-0}" != 1 ]]; then
-  say "CUDA tests"
-  "$PY" -m pytest -q -x tests/test_predictor.py tests/test_ensemble.py tests/test_process.py 2>&1 | tail -5
-fi
 say "done; weights and logs in $OUT"
