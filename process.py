@@ -23,6 +23,7 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
+from model.allocator import keep_freed_memory
 from model.atomic import atomic_path
 from model.compute import PRECISIONS, choose_path
 from model.console import Progress, native_stderr_silenced
@@ -122,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
     manifest = load_manifest(weights)
     device = select_device(args.device)
     path = choose_path(device, args.precision, manifest.inference.cpu_precision)
+    kept = keep_freed_memory()  # no page faults for every new activation map (model.allocator)
     predictor = EnsemblePredictor(load_models(weights, manifest, device), manifest, device,
                                   mirror=args.mirror, batch_size=args.batch_size, path=path)
     if not args.input.is_dir():
@@ -135,11 +137,13 @@ def run(args: argparse.Namespace) -> int:
           f"weights {weights}", flush=True)
     recheck = predictor.recheck_margin
     print(f"compute: {path.processor}: {path.precision} ({path.reason})"
-          + (f"; slices within {recheck} of the threshold computed again in fp32" if recheck else ""), flush=True)
+          + (f"; slices within {recheck} of the threshold computed again in fp32" if recheck else "")
+          + ("; freed memory kept in the process" if kept else ""), flush=True)
 
     records: list[dict] = []
     summary = {"device": str(device), "weights": str(weights), "family": manifest.family,
-               "folds": len(manifest.folds), "compute": path.record() | {"recheck_margin": recheck}, "cases": records}
+               "folds": len(manifest.folds),
+               "compute": path.record() | {"recheck_margin": recheck, "freed_memory_kept": kept}, "cases": records}
     progress = Progress(len(cases))
     with ThreadPoolExecutor(max_workers=1) as reader:  # reads the next case while this one computes
         pending = reader.submit(load_case, cases[0])

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from model.allocator import keep_freed_memory
 from model.families import CASCADE3D, FAMILIES, SEGRESNET2D
 from model.io import CaseError
 from model.networks import SegResNet2DNetwork
@@ -155,6 +156,7 @@ def export(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
+    keep_freed_memory()  # a training step of 8 × 192² on the 2-core EPYC: 2.2–2.9 → 1.2–1.4 s (model.allocator)
     try:
         code = fit(args) if args.command == "fit" else export(args)
     except (CaseError, FileNotFoundError, ValueError) as err:

@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.hu_rule import hu_rule_mask
 from evaluation.metrics import dice
+from model.allocator import keep_freed_memory
 from model.compute import cpu_model
 from model.postprocess import postprocess
 from model.predictor import EnsemblePredictor
@@ -152,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--single-slices", action="store_true",
                         help="score up to three one-slice inputs per case with blood instead of whole cases")
     args = parser.parse_args(argv)
+    keep_freed_memory()  # as process.py runs: the seconds per case are its
     print(f"cpu={cpu_model()} threads={torch.get_num_threads()}", flush=True)
     rows = score_cases(args.data, args.subset, args.weights, args.single_slices)
     print(table(rows, SLICE_BINS if args.single_slices else BINS))

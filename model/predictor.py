@@ -20,7 +20,10 @@ Where the time goes and what is done about it (measurements: docs/speed.md, ``be
   runs there next to the networks, fold probabilities are summed there, and only the final
   probability map comes back to the host, with no host synchronisation inside the loop.
 - The 2D family pads each slice's crop with air (after the last row and column) to a multiple of
-  the network's shape factor (16 for the seed's five levels), batches slices of equal padded size,
+  the network's shape factor (16 for the seed's five levels), batches slices of equal padded size
+  (on the CPU at most ``CPU_BATCH_PIXELS`` per call unless a batch size is given: the manifest's 8
+  is a GPU's; on the 2-core EPYC a first case ran 8.3–9.0 s instead of 11.7 s at batches of 1–4,
+  since every new page of a larger batch's activations is a page fault there),
   and runs one fold over every batch before the next fold, adding its probability into the crop's
   sum: memory is bounded by one batch whatever the volume's depth, and a fold's Winograd weights
   (below) are transformed once per case and only one fold's at a time are kept (0.4 GB at the seed
@@ -67,6 +70,7 @@ from model.windowing import SLICE_CONTEXT, neighbour_span, window_slices, window
 from model.winograd import transformed_weights, use_winograd
 
 PAD_HU = -1024.0  # what a crop is padded with: air
+CPU_BATCH_PIXELS = 2 * 512 * 512  # a CPU network call's slices hold at most this many pixels (docs/speed.md)
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,8 @@ class EnsemblePredictor:
         settings = manifest.inference
         self.mirror = bool(settings.mirror if mirror is None else mirror)
         self.batch_size = int(batch_size or settings.batch_size)
+        # the manifest's batch is sized for a GPU; on the CPU a smaller one touches less new memory per case
+        self.batch_pixels = CPU_BATCH_PIXELS if device.type == "cpu" and batch_size is None else None
         self.crop_margin = settings.crop_margin
         self.spacing = parse_spacing(settings.spacing_zyx)
         self.slice_wise = manifest.spec.slice_wise
@@ -282,9 +288,10 @@ class EnsemblePredictor:
         for z, rows, cols, sides in boxes:  # padded crop size and inner sides → slices of that kind
             size = tuple(-(-(s.stop - s.start) // f) * f for s, f in zip((rows, cols), self.factor, strict=True))
             groups.setdefault((*size, sides), []).append((z, rows, cols))
-        batches = [(height, width, sides, members[start: start + self.batch_size])
+        batches = [(height, width, sides, members[start: start + size])
                    for (height, width, sides), members in groups.items()
-                   for start in range(0, len(members), self.batch_size)]
+                   for size in [self._batch_of(height, width)]
+                   for start in range(0, len(members), size)]
         for model, border in zip(self.models, self.borders, strict=True):  # one fold over every batch, then the next
             fold = torch.zeros_like(out)
             with transformed_weights(model), autocast:
@@ -297,6 +304,12 @@ class EnsemblePredictor:
             masks.append(self._fold_mask(fold))
         out /= self.views
         return out, masks
+
+    def _batch_of(self, height: int, width: int) -> int:
+        """Slices of ``height`` × ``width`` per network call: the batch size, within the CPU's pixel budget."""
+        if self.batch_pixels is None:
+            return self.batch_size
+        return max(1, min(self.batch_size, self.batch_pixels // (height * width)))
 
     def _window(self, volume: torch.Tensor, z: int, rows: slice, cols: slice, height: int,
                 width: int) -> torch.Tensor:

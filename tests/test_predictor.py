@@ -117,6 +117,17 @@ def test_batch_size_does_not_change_the_result(tmp_path: Path, mode: str) -> Non
         np.testing.assert_allclose(other, results[0], atol=1e-6)
 
 
+def test_the_cpu_batch_holds_a_pixel_budget_unless_a_batch_size_is_given(tmp_path: Path) -> None:
+    tiny_weights(tmp_path, "segresnet2d", inference={"batch_size": 8})
+    budgeted, given = predictor(tmp_path), predictor(tmp_path, batch_size=8)
+    assert budgeted._batch_of(512, 512) == 2 and budgeted._batch_of(448, 384) == 3
+    assert budgeted._batch_of(256, 256) == 8 and budgeted._batch_of(1024, 1024) == 1
+    assert given._batch_of(512, 512) == 8
+    hu = with_air(head_volume((9, 32, 32)))
+    budgeted.batch_pixels = 2 * 48 * 48  # a few slices per call at this size: the result is the same
+    np.testing.assert_allclose(budgeted(hu), given(hu), atol=1e-6)
+
+
 def test_air_around_the_head_does_not_change_the_3d_result(tmp_path: Path) -> None:
     tiny_weights(tmp_path, "cascade3d", folds=1)
     hu = head_volume((8, 40, 40)).astype(np.float32)

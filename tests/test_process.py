@@ -1,6 +1,7 @@
 """process.py end to end with tiny networks: layouts, geometry, orientation, results.json, exit status."""
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -37,6 +38,7 @@ def test_flat_folder_end_to_end(tmp_path, weights_factory, family, mode):
     assert record["volume_ml"] == pytest.approx(record["voxels"] * 0.45 * 0.45 * 5 / 1000, rel=1e-3)
     assert results["totals"] == {**results["totals"], "cases": 1, "ok": 1, "errors": 0}
     assert results["compute"]["device"] == "cpu" and results["compute"]["precision"] in ("fp32", "bf16")
+    assert results["compute"]["freed_memory_kept"] is (sys.platform == "linux")
     assert record["fallback"] in (True, False) and isinstance(record["review"], bool)
     assert 0.0 <= record["fold_dice"] <= 1.0 and len(record["fold_ml"]) == 2
     assert record["review"] == ("review_reason" in record)

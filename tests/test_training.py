@@ -221,6 +221,24 @@ def test_export_round_trips_into_process(dataset: Path, tmp_path: Path) -> None:
     torch.testing.assert_close(load_models(tmp_path / "one", one, torch.device("cpu"))[0].state_dict()[key], value)
 
 
+def test_the_manifest_records_each_folds_own_schedule(dataset: Path, tmp_path: Path) -> None:
+    """Folds trained by separate ``fit --fold K`` calls keep their own epochs: config.json holds only the last."""
+    run, common = tmp_path / "run", ["--folds", "2", "--steps-per-epoch", "1", "--batch-size", "2"]
+    assert fit(dataset, run, *common, "--fold", "0", "--epochs", "2") == 0
+    assert fit(dataset, run, *common, "--fold", "1", "--epochs", "1") == 0
+    assert json.loads((run / "config.json").read_text())["training"]["epochs"] == 1
+    assert train.main(["export", "--run", str(run), "--weights", str(tmp_path / "weights"), "--threshold", "0.5",
+                       "--min-component-ml", "0", "--intracranial-share", "0", "--keep-peak", "1",
+                       "--crop-margin", "16"]) == 0
+    training = load_manifest(tmp_path / "weights").description["training"]
+    assert (training["fold0"]["epochs"], training["fold1"]["epochs"]) == (2, 1)
+    (run / "fold0" / "training.json").unlink()  # a run from before the per-fold records: config.json's
+    assert train.main(["export", "--run", str(run), "--weights", str(tmp_path / "older"), "--threshold", "0.5",
+                       "--min-component-ml", "0", "--intracranial-share", "0", "--keep-peak", "1",
+                       "--crop-margin", "16"]) == 0
+    assert load_manifest(tmp_path / "older").description["training"]["fold0"]["epochs"] == 1
+
+
 def test_export_picks_the_smallest_margin_that_matches_whole_slices(dataset: Path, tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """Margins below 32 flip some voxels against the whole slice, 32 flips none: 32 is chosen, and the

@@ -37,7 +37,7 @@ from model.predictor import EnsemblePredictor
 from model.spacing import parse_spacing, voxel_ml
 from model.weights import Manifest, build_model, write_weights
 from training.data import CachedCase, cache_case
-from training.families import checkpoint_path, training_family
+from training.families import TRAINING_RECORD, checkpoint_path, fold_dir, training_family
 from training.splits import find_cases, read_splits
 from training.validation import predict_case, probe_manifest
 
@@ -233,6 +233,16 @@ def precision_agreement(run: Path, config: dict, states: dict[int, dict], thresh
             "allowed": result["recheck_margin"] is not None}
 
 
+def fold_training(run: Path, config: dict, folds: list[int]) -> dict[str, dict]:
+    """Each fold's training schedule (``RUN/fold<k>/training.json``; a run from before those records:
+    config.json's, which holds the last ``fit``'s)."""
+    records = {}
+    for fold in folds:
+        path = fold_dir(run, fold) / TRAINING_RECORD
+        records[f"fold{fold}"] = json.loads(path.read_text()) if path.is_file() else config.get("training", {})
+    return records
+
+
 def export_run(run: Path, weights_dir: Path, checkpoint: str = "best", threshold: float | None = None,
                min_component_ml: float | None = None, never_empty: bool = True, description: dict | None = None,
                device: torch.device | None = None, crop_margin: int | None = None,
@@ -273,7 +283,8 @@ def export_run(run: Path, weights_dir: Path, checkpoint: str = "best", threshold
         last_stage = training_family(config["family"]).stages[-1]
         value = float(_load(checkpoint_path(run, fold, last_stage, checkpoint)).get("val_dice", math.nan))
         scores.append(None if math.isnan(value) else round(value, 4))
-    info = {"trained_on": config["dataset"], "training": config.get("training", {}), "checkpoint": checkpoint,
+    info = {"trained_on": config["dataset"], "training": fold_training(run, config, list(states)),
+            "checkpoint": checkpoint,
             "cv_folds": f"{sorted(states)} of {config['folds']}",
             "fold_val_dice": scores, "exported": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     if tuning:

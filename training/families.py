@@ -49,6 +49,9 @@ def training_family(name: str) -> TrainingFamily:
     return TRAINING[family(name).name]
 
 
+TRAINING_RECORD = "training.json"  # in RUN/fold<k>: the schedule the fold was last trained with
+
+
 def fold_dir(run: Path, fold: int, stage: str = "") -> Path:
     """``RUN/fold<k>`` (or its stage sub-folder): where one fold's checkpoints, log and curves go."""
     return run / f"fold{fold}" / stage

@@ -6,6 +6,7 @@ Run folder layout (``--out RUN``)::
     RUN/splits.json            the folds' case names (given with --splits, or made with --split-seed)
     RUN/cache/                 canonical HU and label arrays per case
     RUN/fold0/                 2D: best.pt, last.pt, training_log.csv, curves.png
+    RUN/fold0/training.json    the schedule this fold was last trained with (export records it per fold)
     RUN/fold0/stage1/, stage2/ 3D cascade: the same per stage
     RUN/oof_stage1/NAME.npy    3D cascade: each case's stage-1 probability from the fold that held it out
 
@@ -36,7 +37,7 @@ from model.weights import Manifest
 from model.windowing import CHANNELS
 from training.data import Augment, CachedCase, cache_case
 from training.distributed import DistInfo, barrier
-from training.families import checkpoint_path, fold_dir, training_family
+from training.families import TRAINING_RECORD, checkpoint_path, fold_dir, training_family
 from training.loop import LoopConfig, fit
 from training.splits import find_cases, load_or_make_splits, read_splits, write_splits
 from training.validation import dice, predict_case, probe_manifest, stage1_probability
@@ -256,6 +257,11 @@ def run_training(args, info: DistInfo) -> list[dict]:
     for fold in folds:
         if not 0 <= fold < config.folds:
             raise ValueError(f"--fold {fold} is outside 0..{config.folds - 1}")
+        if info.is_main:  # config.json holds the last invocation's schedule; folds may each have their own
+            record = fold_dir(args.out, fold) / TRAINING_RECORD
+            record.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(record) as tmp:
+                tmp.write_text(json.dumps(config.training, indent=1) + "\n")
         if family_spec(config.family).slice_wise:
             results.append(train_fold_2d(args, config, splits[fold], cases, fold, info))
         else:
