@@ -310,23 +310,22 @@ def run_row(row: Row, workdir: Path, quick: bool = False, repeat: int = 1, preci
     # one pass each before the timed ones (cuDNN's and oneDNN's kernels for these shapes, the allocators'
     # first touch of their memory): the timed runs are a folder's steady state; this first one is kept
     # as "cold", what a one-case container run pays
+    warm = [("ours", predictor, True)] + ([("baseline", plain, baseline_keeps_memory)] if row.baseline else [])
     cold = {}
-    for name, pipeline, keep in (("ours", predictor, True), ("baseline", plain, baseline_keeps_memory)):
-        if name == "ours" or row.baseline:
-            keep_freed_memory(keep)
-            start = time.perf_counter()
-            pipeline(hu.astype(np.float32))
-            sync(device)
-            cold[name] = time.perf_counter() - start
+    for name, pipeline, keep in warm:
+        keep_freed_memory(keep)
+        start = time.perf_counter()
+        pipeline(hu.astype(np.float32))
+        sync(device)
+        cold[name] = time.perf_counter() - start
     pipelines = [timed_runs(repeat, path, workdir / "ours.nii.gz", predictor, manifest, device,
                             recorded_modules(predictor.models))]  # the predictor's own copies run
     if row.baseline:
         pipelines.append(timed_runs(repeat, path, workdir / "baseline.nii.gz", plain, manifest, device,
                                     recorded_modules(models)))
     runs: list[list[dict]] = [[] for _ in pipelines]
-    keeps = [True, baseline_keeps_memory]
     for _ in range(repeat):
-        for pipeline, done, keep in zip(pipelines, runs, keeps, strict=False):
+        for pipeline, done, (_, _, keep) in zip(pipelines, runs, warm, strict=True):
             keep_freed_memory(keep)
             done.append(next(pipeline))
     keep_freed_memory(True)
