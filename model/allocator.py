@@ -2,9 +2,10 @@
 
 By default glibc serves every allocation over a few MB (a network's activation map, a Winograd
 tile buffer) with a fresh ``mmap`` and unmaps it on free, so the next batch of the same size
-faults in and zeroes every page again. On the 2-core EPYC that was half the wall time of a
-seed-size network call (``sys`` 14 s of 29 s) and made large batches look slow: eight shipped-size
-slices of 448 × 384 took 2.46 s per call in one batch of 8 and 1.2 s with freed memory kept,
+faults in and zeroes every page again. On the 2-core Zen 3 EPYC the benchmark's shipped-size case
+(32 slices × 2 folds) took 5.0–5.6 million page faults and 13.6–16.2 s of system time per call,
+17.0–20.3 s in all (8.3–9.6 s with freed memory kept), and large batches looked slow: eight
+shipped-size slices of 448 × 384 took 2.46 s in one batch of 8 and 1.2 s with freed memory kept,
 whatever the batch (docs/speed.md). Turning off ``mmap`` for allocations and raising the trim
 threshold keeps that memory in the heap for the next call. It does not change a result, and the
 process's resident memory then stays at its high-water mark, which the container has anyway.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
@@ -26,6 +28,7 @@ _DEFAULT_MMAP_MAX = 65536
 _KEEP_TRIM = 2**31 - 1  # mallopt takes an int: up to 2 GB free at the heap's top is kept
 
 
+@functools.cache
 def _libc() -> ctypes.CDLL | None:
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

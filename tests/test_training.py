@@ -227,15 +227,13 @@ def test_the_manifest_records_each_folds_own_schedule(dataset: Path, tmp_path: P
     assert fit(dataset, run, *common, "--fold", "0", "--epochs", "2") == 0
     assert fit(dataset, run, *common, "--fold", "1", "--epochs", "1") == 0
     assert json.loads((run / "config.json").read_text())["training"]["epochs"] == 1
-    assert train.main(["export", "--run", str(run), "--weights", str(tmp_path / "weights"), "--threshold", "0.5",
-                       "--min-component-ml", "0", "--intracranial-share", "0", "--keep-peak", "1",
-                       "--crop-margin", "16"]) == 0
+    settings = ["--threshold", "0.5", "--min-component-ml", "0", "--intracranial-share", "0", "--keep-peak", "1",
+                "--crop-margin", "16"]  # given: no out-of-fold tuning
+    assert train.main(["export", "--run", str(run), "--weights", str(tmp_path / "weights"), *settings]) == 0
     training = load_manifest(tmp_path / "weights").description["training"]
     assert (training["fold0"]["epochs"], training["fold1"]["epochs"]) == (2, 1)
     (run / "fold0" / "training.json").unlink()  # a run from before the per-fold records: config.json's
-    assert train.main(["export", "--run", str(run), "--weights", str(tmp_path / "older"), "--threshold", "0.5",
-                       "--min-component-ml", "0", "--intracranial-share", "0", "--keep-peak", "1",
-                       "--crop-margin", "16"]) == 0
+    assert train.main(["export", "--run", str(run), "--weights", str(tmp_path / "older"), *settings]) == 0
     assert load_manifest(tmp_path / "older").description["training"]["fold0"]["epochs"] == 1
 
 

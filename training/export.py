@@ -37,7 +37,7 @@ from model.predictor import EnsemblePredictor
 from model.spacing import parse_spacing, voxel_ml
 from model.weights import Manifest, build_model, write_weights
 from training.data import CachedCase, cache_case
-from training.families import TRAINING_RECORD, checkpoint_path, fold_dir, training_family
+from training.families import checkpoint_path, training_family, training_record
 from training.splits import find_cases, read_splits
 from training.validation import predict_case, probe_manifest
 
@@ -238,7 +238,7 @@ def fold_training(run: Path, config: dict, folds: list[int]) -> dict[str, dict]:
     config.json's, which holds the last ``fit``'s)."""
     records = {}
     for fold in folds:
-        path = fold_dir(run, fold) / TRAINING_RECORD
+        path = training_record(run, fold)
         records[f"fold{fold}"] = json.loads(path.read_text()) if path.is_file() else config.get("training", {})
     return records
 

@@ -49,12 +49,14 @@ def training_family(name: str) -> TrainingFamily:
     return TRAINING[family(name).name]
 
 
-TRAINING_RECORD = "training.json"  # in RUN/fold<k>: the schedule the fold was last trained with
-
-
 def fold_dir(run: Path, fold: int, stage: str = "") -> Path:
     """``RUN/fold<k>`` (or its stage sub-folder): where one fold's checkpoints, log and curves go."""
     return run / f"fold{fold}" / stage
+
+
+def training_record(run: Path, fold: int) -> Path:
+    """``RUN/fold<k>/training.json``: the schedule the fold was last trained with (export records it)."""
+    return fold_dir(run, fold) / "training.json"
 
 
 def checkpoint_path(run: Path, fold: int, stage: str = "", which: str = "best") -> Path:

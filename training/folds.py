@@ -37,7 +37,7 @@ from model.weights import Manifest
 from model.windowing import CHANNELS
 from training.data import Augment, CachedCase, cache_case
 from training.distributed import DistInfo, barrier
-from training.families import TRAINING_RECORD, checkpoint_path, fold_dir, training_family
+from training.families import checkpoint_path, fold_dir, training_family, training_record
 from training.loop import LoopConfig, fit
 from training.splits import find_cases, load_or_make_splits, read_splits, write_splits
 from training.validation import dice, predict_case, probe_manifest, stage1_probability
@@ -258,7 +258,7 @@ def run_training(args, info: DistInfo) -> list[dict]:
         if not 0 <= fold < config.folds:
             raise ValueError(f"--fold {fold} is outside 0..{config.folds - 1}")
         if info.is_main:  # config.json holds the last invocation's schedule; folds may each have their own
-            record = fold_dir(args.out, fold) / TRAINING_RECORD
+            record = training_record(args.out, fold)
             record.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(record) as tmp:
                 tmp.write_text(json.dumps(config.training, indent=1) + "\n")
