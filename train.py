@@ -145,7 +145,8 @@ def export(args: argparse.Namespace) -> int:
                           mirror=args.mirror, measure_bf16=args.measure_bf16)
     total = sum((args.weights / f.file).stat().st_size for f in manifest.folds)
     print(f"wrote {args.weights}: {len(manifest.folds)} fold(s), {total / 1e6:.1f} MB, "
-          f"min_component_ml {manifest.postprocess.min_component_ml}, keep_peak {manifest.postprocess.keep_peak}, "
+          f"min_component_ml {manifest.postprocess.min_component_ml} "
+          f"(one slice: {manifest.postprocess.min_component_for(1)}), keep_peak {manifest.postprocess.keep_peak}, "
           f"intracranial_share "
           f"{manifest.postprocess.intracranial_share}, crop_margin "
           f"{manifest.inference.crop_margin if manifest.spec.slice_wise else '-'}")

@@ -41,10 +41,17 @@ CONNECTIVITY = ndimage.generate_binary_structure(3, 3)
 @dataclass(frozen=True)
 class PostprocessConfig:
     min_component_ml: float = 0.0
+    single_slice_min_component_ml: float | None = None  # one-slice inputs (None: min_component_ml)
     never_empty: bool = False
     fallback_max_ml: float = 0.1  # the most the never-empty fallback may add
     intracranial_share: float = 0.0  # components less inside the skull than this are removed (0: off)
     keep_peak: float = 1.0  # small components whose peak probability reaches this stay (≥ 1: off)
+
+    def min_component_for(self, slices: int) -> float:
+        """The smallest component kept (mL) in an input of ``slices`` slices."""
+        if slices == 1 and self.single_slice_min_component_ml is not None:
+            return self.single_slice_min_component_ml
+        return self.min_component_ml
 
 
 @dataclass(frozen=True)
@@ -155,9 +162,9 @@ def postprocess(prob: np.ndarray, spacing_zyx: tuple[float, float, float], thres
                 raise ValueError("postprocess: intracranial_share is set but neither hu nor inside was given")
             inside = blood_space(hu)
         mask = remove_extracranial(mask, inside, config.intracranial_share)
-    if config.min_component_ml > 0:
-        mask = remove_small_components(mask, config.min_component_ml / voxel_ml(spacing_zyx), prob,
-                                       config.keep_peak)
+    min_ml = config.min_component_for(prob.shape[0])
+    if min_ml > 0:
+        mask = remove_small_components(mask, min_ml / voxel_ml(spacing_zyx), prob, config.keep_peak)
     fallback = False
     if config.never_empty and not mask.any():
         mask = fallback_region(prob, spacing_zyx, config.fallback_max_ml,

@@ -18,7 +18,10 @@ def test_every_available_head_gets_a_line(weights_factory, capsys):
     weights = weights_factory()
     assert real_heads.main(["--weights", str(weights)]) == 0
     printed = capsys.readouterr().out
-    lines = [line for line in printed.splitlines() if "mL" in line]
+    lines = [line for line in printed.splitlines() if "mL" in line and "alone" not in line]
     heads = int(printed.split("heads=")[1].split()[0])
     assert len(lines) == heads == 4  # CI installs both sources (scripts/install.sh)
     assert "invesalius 4.8 mm" in printed and "pydicom 2 mm" in printed
+    alone = [line for line in printed.splitlines() if "each slice alone" in line]
+    assert [line.split(",")[0] for line in alone] == ["invesalius 4.8 mm", "pydicom 4 mm"]
+    assert float(printed.split("max_single_slice_ml=")[1].split()[0]) >= 0.0

@@ -108,6 +108,20 @@ def test_a_small_component_stays_when_its_peak_is_sure_enough():
     assert postprocess(prob, spacing, 0.5, PostprocessConfig(min_component_ml=0.05, keep_peak=0.98)).mask.sum() == 0
 
 
+def test_a_one_slice_input_takes_its_own_smallest_component():
+    """A 0.2 mL cross-section: removed by the volume's 0.5 mL minimum in a 3-slice input, kept in a
+    one-slice input with a 0.1 mL single-slice minimum; without one, a single slice takes the volume's."""
+    spacing = (5.0, 0.5, 0.5)  # 1.25 µL per voxel: 0.2 mL is 160 voxels
+    volume = np.zeros((3, 40, 40), np.float32)
+    volume[1, 10:26, 10:20] = 0.9  # 160 voxels
+    config = PostprocessConfig(min_component_ml=0.5, single_slice_min_component_ml=0.1)
+    assert postprocess(volume, spacing, 0.5, config).mask.sum() == 0
+    one = postprocess(volume[1:2], spacing, 0.5, config)
+    assert one.mask.sum() == 160 and not one.fallback
+    assert postprocess(volume[1:2], spacing, 0.5, PostprocessConfig(min_component_ml=0.5)).mask.sum() == 0
+    assert config.min_component_for(1) == 0.1 and config.min_component_for(2) == 0.5
+
+
 def test_never_empty_fallback_adds_at_most_its_cap_of_the_most_probable_voxels():
     rng = np.random.default_rng(0)
     prob = np.zeros((4, 30, 30), np.float32)

@@ -260,6 +260,8 @@ def test_export_picks_the_smallest_margin_that_matches_whole_slices(dataset: Pat
     assert agreement["0"] == agreement["8"] == agreement["16"] < 0.999 and agreement["32"] == agreement["64"] == 1.0
     assert sorted(set(seen)) == [*CROP_MARGIN_CANDIDATES, WHOLE_SLICE] and len(seen) == 6 * 4  # 4 held-out cases
     assert manifest.description["min_component_ml_oof_dice"]["0.0"] == 1.0  # scored at margin 32: the label
+    assert manifest.description["single_slice_oof_dice"]["0.0"] == 1.0  # each slice alone: the label too
+    assert manifest.postprocess.single_slice_min_component_ml == 0.0  # ties: the smallest
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -280,6 +282,32 @@ def test_tuning_scores_equal_postprocessing_each_candidate(seed: int) -> None:
             cleaned = postprocess(prob, spacing, threshold, PostprocessConfig(ml, True, keep_peak=peak))
             expected = dice(cleaned.mask, truth) if truth.any() else float(not cleaned.mask.any() or cleaned.fallback)
             assert score == pytest.approx(expected), (ml, peak)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_single_slice_scores_equal_postprocessing_each_slice_alone(seed: int) -> None:
+    """Export scores each held-out slice as a one-slice input from one labelling of the volume; each
+    score must equal post-processing that slice alone with the candidate as its single-slice minimum."""
+    rng = np.random.default_rng(seed)
+    prob = ndimage.gaussian_filter(rng.random((8, 40, 40)), (0, 1.5, 1.5)).astype(np.float32)
+    prob = (prob - prob.min()) / (prob.max() - prob.min())
+    label = (ndimage.gaussian_filter(rng.random((8, 40, 40)), 2) > 0.52).astype(np.uint8)
+    label[5:] = 0  # slices without blood: the negatives
+    label[4, :, :] = 0
+    label[4, 0, :3] = 1  # under SLICE_BLOOD_PIXELS: neither positive nor negative
+    intracranial = np.ones(8, dtype=bool)
+    intracranial[7] = False  # no intracranial space: not scored
+    spacing, threshold, candidates = (5.0, 0.5, 0.5), 0.6, (0.0, 0.005, 0.02, 0.1)
+    mask = prob >= threshold
+    fallbacks = export_module._slice_fallbacks(prob, label, spacing, None)
+    scores = export_module._single_slice_scores(mask, label, spacing, intracranial, fallbacks, candidates)
+    positives = [z for z in range(8) if label[z].sum() >= export_module.SLICE_BLOOD_PIXELS]
+    assert positives == [0, 1, 2, 3]
+    for ml in candidates:
+        config = PostprocessConfig(min_component_ml=99.0, single_slice_min_component_ml=ml, never_empty=True)
+        cleaned = [postprocess(prob[z:z + 1], spacing, threshold, config) for z in range(8)]
+        assert scores[ml][0] == pytest.approx([dice(cleaned[z].mask, label[z:z + 1]) for z in positives]), ml
+        assert scores[ml][1] == [float(not cleaned[z].mask.any() or cleaned[z].fallback) for z in (5, 6)], ml
 
 
 def test_cascade_stages_train_out_of_fold_and_export(dataset: Path, tmp_path: Path) -> None:

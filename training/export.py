@@ -44,14 +44,17 @@ from training.validation import predict_case, probe_manifest
 MIN_COMPONENT_CANDIDATES = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)  # mL: real bleeds under 1 mL must survive
 KEEP_PEAK_CANDIDATES = (1.0, 0.99, 0.97, 0.95, 0.9)  # small components this sure stay (1.0: off)
 SHARE_CANDIDATES = (0.0, 0.5)  # intracranial_share: off, or components mostly inside the skull
-THRESHOLD_CANDIDATES = (0.5, 0.6, 0.7, 0.8)  # of the mean fold probability
+THRESHOLD_CANDIDATES = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)  # of the mean fold probability
 CROP_MARGIN_CANDIDATES = (0, 8, 16, 32, 64)  # pixels
 WHOLE_SLICE = 1 << 16  # a crop margin wider than any slice: the crop is the whole slice
 MARGIN_AGREEMENT = 0.999  # pooled Dice against whole-slice masks that a margin must reach
 TUNING_TABLES = ("oof_score", "crop_margin_agreement", "min_component_ml_oof_dice", "keep_peak_oof_dice",
-                 "intracranial_share_oof_dice", "threshold_oof_dice", "bf16_agreement")  # kept in the manifest
+                 "intracranial_share_oof_dice", "threshold_oof_dice", "single_slice_oof_dice",
+                 "single_slice_oof_slices", "bf16_agreement")  # kept in the manifest
 BF16_DICE, BF16_VOLUME = 0.99, 0.01  # bf16 masks against fp32 masks: pooled Dice at least, volume within
 RECHECK_MARGINS = (0.05, 0.1, 0.2, 0.3)  # 2D: bf16 probabilities this near the threshold are computed again in fp32
+SLICE_BLOOD_PIXELS = 10  # a held-out slice with this much blood is a positive one-slice input
+IN_SLICE = np.array([np.zeros((3, 3)), np.ones((3, 3)), np.zeros((3, 3))], dtype=bool)  # 8-connected, one slice
 BF16_CASES = 12  # held-out cases the bf16 check predicts twice (each new crop shape costs oneDNN a set-up)
 
 
@@ -119,6 +122,49 @@ def _component_scores(prob: np.ndarray, mask: np.ndarray, label: np.ndarray, spa
     return scores
 
 
+def _slice_fallbacks(prob: np.ndarray, label: np.ndarray, spacing_zyx: tuple[float, ...],
+                     inside: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Per slice, the never-empty fallback of that slice alone: its blood voxels and its size."""
+    hits, size = np.zeros(len(label)), np.zeros(len(label))
+    for z in range(len(label)):
+        region = fallback_region(prob[z:z + 1], spacing_zyx, PostprocessConfig().fallback_max_ml,
+                                 None if inside is None else inside[z:z + 1])
+        hits[z], size[z] = (region & (label[z:z + 1] > 0)).sum(), region.sum()
+    return hits, size
+
+
+def _single_slice_scores(mask: np.ndarray, label: np.ndarray, spacing_zyx: tuple[float, ...],
+                         intracranial: np.ndarray, fallbacks: tuple[np.ndarray, np.ndarray],
+                         candidates: tuple[float, ...]) -> dict[float, tuple[list[float], list[float]]]:
+    """Each slice of a held-out case scored as a one-slice input, for each ``min_component_ml``:
+    Dice on slices with at least ``SLICE_BLOOD_PIXELS`` of blood, and on ``intracranial`` slices (the
+    filter's space is not empty there) without blood 1 for a mask that is empty or only the
+    fallback (``fallbacks``: :func:`_slice_fallbacks`); ``(positives, negatives)`` per candidate.
+
+    The 2D network predicts each slice alone, so a slice of the volume's probability is what that
+    slice alone gives (up to the crop margin's agreement); only the components (within the slice)
+    and the fallback (per slice) differ from the volume's post-processing.
+    """
+    truth = label.reshape(len(label), -1).sum(axis=1)
+    positive = np.flatnonzero(truth >= SLICE_BLOOD_PIXELS)
+    negative = np.flatnonzero((truth == 0) & intracranial)
+    labels, count = ndimage.label(mask, structure=IN_SLICE)
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+    hits = np.bincount(labels[label > 0], minlength=count + 1)[1:]
+    slice_of = np.array([box[0].start for box in ndimage.find_objects(labels)], dtype=int)
+    fallback_hits, fallback_size = fallbacks
+    scores = {}
+    for ml in candidates:
+        kept = components_kept(sizes, None, ml / voxel_ml(spacing_zyx), 1.0)
+        both = np.bincount(slice_of[kept], weights=hits[kept], minlength=len(label))
+        size = np.bincount(slice_of[kept], weights=sizes[kept], minlength=len(label))
+        empty = size == 0
+        both, size = np.where(empty, fallback_hits, both), np.where(empty, fallback_size, size)
+        scores[ml] = ([float(2 * both[z] / (size[z] + truth[z])) for z in positive],
+                      [float(empty[z]) for z in negative])
+    return scores
+
+
 def tune_out_of_fold(run: Path, config: dict, states: dict[int, dict], threshold: float | None, device: torch.device,
                      margins: tuple[int, ...] = CROP_MARGIN_CANDIDATES) -> dict:
     """Choose the 2D crop margin and the post-processing on out-of-fold predictions.
@@ -138,9 +184,14 @@ def tune_out_of_fold(run: Path, config: dict, states: dict[int, dict], threshold
     small = [(ml, peak) for ml in MIN_COMPONENT_CANDIDATES for peak in KEEP_PEAK_CANDIDATES if ml or peak >= 1.0]
     combos = [(t, share, ml, peak) for t in thresholds for share in SHARE_CANDIDATES for ml, peak in small]
     scores: dict[int, dict[tuple, list[float]]] = {m: {c: [] for c in combos} for m in runs}
+    one_slice = family(config["family"]).slice_wise
+    slice_combos = [(t, share, ml) for t in thresholds for share in SHARE_CANDIDATES for ml in MIN_COMPONENT_CANDIDATES]
+    slice_scores: dict[int, dict[tuple, tuple[list[float], list[float]]]] = \
+        {m: {c: ([], []) for c in slice_combos} for m in runs}
     for case, model in _held_out(run, config, states, device):
         label = np.asarray(case.label())
         inside = blood_space(np.asarray(case.hu(), dtype=np.float32))
+        intracranial = inside.reshape(len(inside), -1).any(axis=1)
         probs = {}
         for margin in runs:
             inference = {**config["inference"], "crop_margin": margin}
@@ -149,6 +200,8 @@ def tune_out_of_fold(run: Path, config: dict, states: dict[int, dict], threshold
             cap = PostprocessConfig().fallback_max_ml
             fallbacks = {on: fallback_region(prob, case.spacing_zyx, cap, inside if on else None)
                          for on in (False, True)}  # the filter on or off, as postprocess does
+            slice_fallbacks = {on: _slice_fallbacks(prob, label, case.spacing_zyx, inside if on else None)
+                               for on in (False, True)} if one_slice else {}
             for t in thresholds:
                 for share in SHARE_CANDIDATES:
                     mask = prob >= t
@@ -157,6 +210,12 @@ def tune_out_of_fold(run: Path, config: dict, states: dict[int, dict], threshold
                     values = _component_scores(prob, mask, label, case.spacing_zyx, fallbacks[share > 0], small)
                     for (ml, peak), value in zip(small, values, strict=True):
                         scores[margin][t, share, ml, peak].append(value)
+                    if one_slice:
+                        by_ml = _single_slice_scores(mask, label, case.spacing_zyx, intracranial,
+                                                     slice_fallbacks[share > 0], MIN_COMPONENT_CANDIDATES)
+                        for ml, (positives, negatives) in by_ml.items():
+                            slice_scores[margin][t, share, ml][0].extend(positives)
+                            slice_scores[margin][t, share, ml][1].extend(negatives)
         if compare:
             reference = probs[WHOLE_SLICE] > thresholds[0]
             for margin in margins:
@@ -174,7 +233,8 @@ def tune_out_of_fold(run: Path, config: dict, states: dict[int, dict], threshold
     def best_of(match) -> float:
         return round(max(v for c, v in means.items() if match(c)), 4)
 
-    return {"crop_margin": chosen, "crop_margin_agreement": agreement if compare else None,
+    single = _single_slice_choice(slice_scores[chosen], t, share) if one_slice else {}
+    return {**single, "crop_margin": chosen, "crop_margin_agreement": agreement if compare else None,
             "threshold": t, "min_component_ml": best, "intracranial_share": share, "keep_peak": peak,
             "oof_score": round(means[t, share, best, peak], 4),
             "min_component_ml_oof_dice": {str(ml): best_of(lambda c, ml=ml: c[:3] == (t, share, ml))
@@ -233,6 +293,24 @@ def precision_agreement(run: Path, config: dict, states: dict[int, dict], thresh
             "allowed": result["recheck_margin"] is not None}
 
 
+def _single_slice_choice(scores: dict[tuple, tuple[list[float], list[float]]], threshold: float,
+                         share: float) -> dict:
+    """``single_slice_min_component_ml`` at the chosen threshold and intracranial share: the best mean of
+    the positive slices' mean Dice and the negative slices' mean score (ties: the smallest). The two
+    halves count equally because a head has far more slices without blood than with it; a simple
+    mean over slices would trade every small cross-section for a speck on a normal slice."""
+    means = {}
+    for ml in MIN_COMPONENT_CANDIDATES:
+        positives, negatives = scores[threshold, share, ml]
+        if positives and negatives:
+            means[ml] = round((float(np.mean(positives)) + float(np.mean(negatives))) / 2, 4)
+    if not means:
+        return {}
+    return {"single_slice_min_component_ml": max(means, key=lambda ml: (means[ml], -ml)),
+            "single_slice_oof_dice": {str(ml): value for ml, value in means.items()},
+            "single_slice_oof_slices": [len(scores[threshold, share, 0.0][0]), len(scores[threshold, share, 0.0][1])]}
+
+
 def fold_training(run: Path, config: dict, folds: list[int]) -> dict[str, dict]:
     """Each fold's training schedule (``RUN/fold<k>/training.json``; a run from before those records:
     config.json's, which holds the last ``fit``'s)."""
@@ -259,7 +337,7 @@ def export_run(run: Path, weights_dir: Path, checkpoint: str = "best", threshold
     inference = {**config["inference"], "mirror": mirror}
     config = {**config, "inference": inference}  # tuned as it will run: with the mirror view when asked
     slices = family(config["family"]).slice_wise
-    tuning = None
+    tuning, single_slice_ml = None, None
     if None in (min_component_ml, intracranial_share, threshold, keep_peak) or (slices and crop_margin is None):
         margins = CROP_MARGIN_CANDIDATES if crop_margin is None else (crop_margin,)
         tuning = tune_out_of_fold(run, config, states, threshold, device or torch.device("cpu"), margins)
@@ -267,6 +345,7 @@ def export_run(run: Path, weights_dir: Path, checkpoint: str = "best", threshold
         min_component_ml = tuning["min_component_ml"] if min_component_ml is None else min_component_ml
         intracranial_share = tuning["intracranial_share"] if intracranial_share is None else intracranial_share
         keep_peak = tuning["keep_peak"] if keep_peak is None else keep_peak
+        single_slice_ml = tuning.get("single_slice_min_component_ml")
         threshold = tuning["threshold"]
         crop_margin = tuning["crop_margin"]
     if slices:
@@ -293,6 +372,6 @@ def export_run(run: Path, weights_dir: Path, checkpoint: str = "best", threshold
                 "threshold": threshold, "inference": inference,
                 "postprocess": {"min_component_ml": float(min_component_ml), "never_empty": never_empty,
                                 "intracranial_share": float(intracranial_share or 0.0),
-                                "keep_peak": float(keep_peak)},
+                                "keep_peak": float(keep_peak), "single_slice_min_component_ml": single_slice_ml},
                 "description": {**info, **(description or {})}}
     return write_weights(weights_dir, manifest, list(states.values()))
