@@ -98,6 +98,9 @@ def _export_parser(sub: argparse._SubParsersAction) -> None:
     export.add_argument("--keep-peak", type=float, default=None,
                         help="post-processing: keep a smaller component whose peak probability reaches this "
                              "(default: 0.9–0.99 or off, chosen out-of-fold)")
+    export.add_argument("--min-peak", type=float, default=None,
+                        help="post-processing: drop a component whose peak probability stays under this "
+                             "(default: 0.7–0.95 or off, chosen out-of-fold)")
     export.add_argument("--crop-margin", type=int, default=None,
                         help="2D: pixels kept around each slice's head (default: chosen out-of-fold)")
     export.add_argument("--mirror", action="store_true",
@@ -141,12 +144,13 @@ def export(args: argparse.Namespace) -> int:
         description[key] = value
     manifest = export_run(args.run, args.weights, args.checkpoint, args.threshold, args.min_component_ml,
                           not args.no_never_empty, description, crop_margin=args.crop_margin, folds=args.folds,
-                          intracranial_share=args.intracranial_share, keep_peak=args.keep_peak,
+                          intracranial_share=args.intracranial_share, keep_peak=args.keep_peak, min_peak=args.min_peak,
                           mirror=args.mirror, measure_bf16=args.measure_bf16)
     total = sum((args.weights / f.file).stat().st_size for f in manifest.folds)
     print(f"wrote {args.weights}: {len(manifest.folds)} fold(s), {total / 1e6:.1f} MB, "
           f"min_component_ml {manifest.postprocess.min_component_ml} "
           f"(one slice: {manifest.postprocess.min_component_for(1)}), keep_peak {manifest.postprocess.keep_peak}, "
+          f"min_peak {manifest.postprocess.min_peak}, "
           f"intracranial_share "
           f"{manifest.postprocess.intracranial_share}, crop_margin "
           f"{manifest.inference.crop_margin if manifest.spec.slice_wise else '-'}")

@@ -4,11 +4,14 @@ Where the time goes and what is done about it (measurements: docs/speed.md, ``be
 
 - The head is found first: voxels denser than air, in connected regions at least a tenth the size
   of the largest (so the patient table, a separate thin region, is left out). Most of a CT's field
-  of view is air, which the network would only spend time on: the 3D cascade runs on the head's
-  bounding box, the 2D family on each slice's own head box (the head narrows towards the vertex
-  and the skull base), and slices without head are skipped. The probability outside is zero. The
-  slice modes crop each slice with its neighbours' boxes included, and keep one slice of context
-  beyond the head, so a slice's neighbours are the same as in the uncropped volume.
+  of view is air, which the network would only spend time on: the 3D cascade runs on the whole
+  volume's sliding windows that meet the head's bounding box (:mod:`model.window_grid`: the same
+  windows, so the same probability on the head; ``align_windows: false`` in the manifest runs the
+  windows over the head's box alone), the 2D family on each slice's own head box (the
+  head narrows towards the vertex and the skull base), and slices without head are skipped. The
+  probability outside is zero. The slice modes crop each slice with its neighbours' boxes included,
+  and keep one slice of context beyond the head, so a slice's neighbours are the same as in the
+  uncropped volume.
 - A 2D crop gives the whole slice's result on the head: its box keeps ``crop_margin`` pixels of air
   and is snapped to the network's grid (SegResNetDS downsamples four times by 2, so content moved by
   a number of pixels that is not a multiple of 16 gives a different output), the network's batch
@@ -30,7 +33,9 @@ Where the time goes and what is done about it (measurements: docs/speed.md, ``be
   size; per call instead, a one-slice batch ran 45 % slower). A slice's result depends only on its
   own crop, so batching never changes it.
 - The 3D cascade runs MONAI sliding-window inference with Gaussian blending, ``batch_size`` patches
-  per call, stage 1 over the whole crop, then stage 2 on the image plus stage 1's probability.
+  per call, stage 1 over the windows that meet stage 2's crop, then stage 2 on the image plus stage
+  1's probability. With the mirror view on, the flipped crop's windows are not the flipped volume's,
+  so only the plain view is exact.
 - The 2D family runs in ``channels_last`` layout: the layout tensor cores want, and on the CPU 27 %
   faster for the shipped network and 14 % for the seed's (batch norm; with instance norm it was
   not, because of layout copies around every norm). Each residual block's second batch norm is
@@ -66,6 +71,7 @@ from model.overlap import mean_pairwise_dice
 from model.settings import PatchInference
 from model.spacing import parse_spacing, resize, spacing_after, target_shape, voxel_ml
 from model.weights import Manifest
+from model.window_grid import aligned_crop
 from model.windowing import SLICE_CONTEXT, neighbour_span, window_slices, window_volume
 from model.winograd import transformed_weights, use_winograd
 
@@ -245,7 +251,15 @@ class EnsemblePredictor:
         box = bounding_box(head_mask(hu))
         if box is None:
             return prob, [], 0
-        prob[box], masks = self._predict_3d(np.ascontiguousarray(hu[box], dtype=np.float32))
+        settings = self.manifest.inference
+        assert isinstance(settings, PatchInference)  # the 3D family's (model.families)
+        second, first = box, box
+        if settings.align_windows:
+            second = aligned_crop(hu.shape, settings.roi_size, settings.overlap, box)
+            first = aligned_crop(hu.shape, settings.roi_size, settings.overlap, second)
+        within = tuple(slice(s.start - f.start, s.stop - f.start) for s, f in zip(second, first, strict=True))
+        head = tuple(slice(b.start - s.start, b.stop - s.start) for b, s in zip(box, second, strict=True))
+        prob[box], masks = self._predict_3d(np.ascontiguousarray(hu[first], dtype=np.float32), within, head)
         return prob, masks, 0
 
     def _fold_mask(self, fold_sum: torch.Tensor) -> torch.Tensor:
@@ -319,7 +333,10 @@ class EnsemblePredictor:
         crop = torch.nn.functional.pad(crop, (0, width - crop.shape[-1], 0, height - crop.shape[-2]), value=PAD_HU)
         return window_slices(crop, self.manifest.input_mode)[z - span.start]
 
-    def _predict_3d(self, hu: np.ndarray) -> tuple[np.ndarray, list[torch.Tensor]]:
+    def _predict_3d(self, hu: np.ndarray, second: tuple[slice, ...],
+                    head: tuple[slice, ...]) -> tuple[np.ndarray, list[torch.Tensor]]:
+        """Stage 1 on ``hu`` (stage 1's crop), stage 2 on its part ``second``; the probability and the
+        fold masks of stage 2's part ``head``."""
         settings = self.manifest.inference
         assert isinstance(settings, PatchInference)  # the 3D family's (model.families)
         roi, overlap = settings.roi_size, settings.overlap
@@ -329,14 +346,20 @@ class EnsemblePredictor:
             return lambda inputs: sliding_window_inference(
                 inputs, roi, self.batch_size, stage, overlap=overlap, mode="gaussian")
 
-        total = torch.zeros((1, 1, *x.shape[2:]), dtype=torch.float32, device=self.device)
+        def mirrored(parts: tuple[slice, ...], width: int) -> tuple[slice, ...]:
+            return (*parts[:-1], slice(width - parts[-1].stop, width - parts[-1].start))
+
+        total = torch.zeros((1, 1, *(s.stop - s.start for s in head)), dtype=torch.float32, device=self.device)
         masks = []
         with self._autocast():
             for model in self.models:
-                def cascade(inputs: torch.Tensor, model: nn.Module = model) -> torch.Tensor:
+                def cascade(inputs: torch.Tensor, flipped: bool, model: nn.Module = model) -> torch.Tensor:
+                    part = mirrored(second, inputs.shape[-1]) if flipped else second
+                    inner = mirrored(head, part[-1].stop - part[-1].start) if flipped else head
                     stage1 = torch.sigmoid(window(model.stage1)(inputs).float())
-                    return window(model.stage2)(torch.cat([inputs, stage1.to(inputs.dtype)], dim=1))
-                fold = self._views(x, lambda inputs, _flipped, run=cascade: run(inputs))
+                    both = torch.cat([inputs, stage1.to(inputs.dtype)], dim=1)[(..., *part)]
+                    return window(model.stage2)(both)[(..., *inner)]
+                fold = self._views(x, cascade)
                 total += fold
                 masks.append(self._fold_mask(fold[0, 0]))
         return (total[0, 0] / self.views).cpu().numpy(), masks

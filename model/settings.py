@@ -58,3 +58,6 @@ class PatchInference(Inference):
 
     roi_size: tuple[int, int, int] = (16, 192, 192)  # patch (z, y, x)
     overlap: float = 0.5
+    align_windows: bool = True  # the whole volume's windows that meet the head: the plain pipeline's
+    # result on the head (model.window_grid); False: windows over the head's box alone, about half the
+    # arithmetic on a 512² case and a result that does not change with the air around the head

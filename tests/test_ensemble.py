@@ -108,6 +108,21 @@ def test_a_small_component_stays_when_its_peak_is_sure_enough():
     assert postprocess(prob, spacing, 0.5, PostprocessConfig(min_component_ml=0.05, keep_peak=0.98)).mask.sum() == 0
 
 
+def test_a_component_without_a_sure_core_goes_whatever_its_size():
+    """Hysteresis: a large component whose peak is 0.67 (two folds of three) goes with min_peak 0.9; a
+    small one with a sure core stays when the size rule allows it; 0 turns the rule off."""
+    prob = np.zeros((4, 40, 40), np.float32)
+    prob[1, 2:22, 2:22] = 0.67  # 400 voxels, 0.5 mL at 1.25 µL
+    prob[2, 30:34, 30:34] = 0.6
+    prob[2, 31, 31] = 0.98  # 16 voxels with a sure core
+    spacing = (5.0, 0.5, 0.5)
+    sure = postprocess(prob, spacing, 0.5, PostprocessConfig(min_peak=0.9))
+    assert sure.mask.sum() == 16 and sure.mask[2, 31, 31] == 1 and not sure.fallback
+    assert postprocess(prob, spacing, 0.5, PostprocessConfig()).mask.sum() == 416
+    both = postprocess(prob, spacing, 0.5, PostprocessConfig(min_component_ml=0.1, min_peak=0.9, never_empty=True))
+    assert both.fallback and both.mask[2, 31, 31] == 1  # the sure one is too small, the large one unsure
+
+
 def test_a_one_slice_input_takes_its_own_smallest_component():
     """A 0.2 mL cross-section: removed by the volume's 0.5 mL minimum in a 3-slice input, kept in a
     one-slice input with a 0.1 mL single-slice minimum; without one, a single slice takes the volume's."""

@@ -19,6 +19,7 @@ from model.crop_border import CropBorderPadding
 from model.head import head_box, head_mask, slice_boxes
 from model.predictor import EnsemblePredictor, Prediction
 from model.weights import load_manifest, load_models
+from model.window_grid import aligned_crop
 from model.windowing import window_slices, window_volume
 
 CPU = torch.device("cpu")
@@ -128,8 +129,39 @@ def test_the_cpu_batch_holds_a_pixel_budget_unless_a_batch_size_is_given(tmp_pat
     np.testing.assert_allclose(budgeted(hu), given(hu), atol=1e-6)
 
 
-def test_air_around_the_head_does_not_change_the_3d_result(tmp_path: Path) -> None:
-    tiny_weights(tmp_path, "cascade3d", folds=1)
+def test_3d_equals_plain_monai_sliding_window_over_the_whole_volume(tmp_path: Path) -> None:
+    """The cascade's instance norm makes a window's output depend on where the window lies: on the head
+    the predictor must give what MONAI gives over the whole volume (the benchmark's baseline), though it
+    runs only the windows that meet the head; outside the head's box, zero."""
+    tiny_weights(tmp_path, "cascade3d", folds=2)
+    manifest = load_manifest(tmp_path)
+    models = load_models(tmp_path, manifest, CPU)
+    hu = np.pad(head_volume((8, 40, 36)), ((3, 5), (50, 14), (9, 61)), constant_values=-1000).astype(np.float32)
+    box = head_box(hu)
+    roi, overlap = manifest.inference.roi_size, manifest.inference.overlap
+    first = aligned_crop(hu.shape, roi, overlap, aligned_crop(hu.shape, roi, overlap, box))
+    assert all(f.stop - f.start < n for f, n in zip(first[1:], hu.shape[1:], strict=True))  # fewer windows in-plane
+    expected = np.zeros(hu.shape, dtype=np.float32)
+    with torch.inference_mode():
+        x = window_volume(torch.from_numpy(hu))[None]
+        for model in models:
+            stage1 = torch.sigmoid(sliding_window_inference(x, roi, 1, model.stage1, overlap=overlap, mode="gaussian"))
+            stage2 = sliding_window_inference(torch.cat([x, stage1], 1), roi, 1, model.stage2, overlap=overlap,
+                                              mode="gaussian")
+            expected += torch.sigmoid(stage2)[0, 0].numpy() / len(models)
+    outside = np.ones(hu.shape, dtype=bool)
+    outside[box] = False
+    expected[outside] = 0.0
+    got = EnsemblePredictor(models, manifest, CPU, batch_size=3)(hu)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert not got[outside].any()
+
+
+def test_unaligned_3d_windows_do_not_see_the_air_around_the_head(tmp_path: Path) -> None:
+    """``align_windows: false``: windows over the head's box alone, so the same head with more air
+    around it gives the same probability there, and zero outside."""
+    tiny_weights(tmp_path, "cascade3d", folds=1, inference={"roi_size": [4, 32, 32], "batch_size": 2,
+                                                             "align_windows": False})
     hu = head_volume((8, 40, 40)).astype(np.float32)
     run = predictor(tmp_path, batch_size=2)
     tight, padded = run(hu), run(with_air(hu, z=0))
@@ -138,25 +170,20 @@ def test_air_around_the_head_does_not_change_the_3d_result(tmp_path: Path) -> No
     outside = padded.copy()
     outside[box] = 0
     assert not outside.any()
+    aligned = replace(load_manifest(tmp_path), inference=replace(load_manifest(tmp_path).inference, align_windows=True))
+    models = load_models(tmp_path, aligned, CPU)
+    assert np.abs(EnsemblePredictor(models, aligned, CPU, batch_size=2)(with_air(hu, z=0))[box] - tight).max() > 1e-4
 
 
-def test_3d_equals_plain_monai_sliding_window(tmp_path: Path) -> None:
-    tiny_weights(tmp_path, "cascade3d", folds=2)
-    manifest = load_manifest(tmp_path)
-    models = load_models(tmp_path, manifest, CPU)
-    hu = with_air(head_volume((8, 48, 40)))
-    box = head_box(hu)
-    roi, overlap = manifest.inference.roi_size, manifest.inference.overlap
-    expected = np.zeros(hu.shape, dtype=np.float32)
-    with torch.inference_mode():
-        x = window_volume(torch.from_numpy(hu[box].copy()))[None]
-        for model in models:
-            stage1 = torch.sigmoid(sliding_window_inference(x, roi, 1, model.stage1, overlap=overlap, mode="gaussian"))
-            stage2 = sliding_window_inference(torch.cat([x, stage1], 1), roi, 1, model.stage2, overlap=overlap,
-                                              mode="gaussian")
-            expected[box] += torch.sigmoid(stage2)[0, 0].numpy() / len(models)
-    got = EnsemblePredictor(models, manifest, CPU, batch_size=3)(hu)
-    np.testing.assert_allclose(got, expected, atol=1e-5)
+def test_3d_mirror_view_runs_the_flipped_crop(tmp_path: Path) -> None:
+    """With the mirror view, the flipped crop's stage-2 part and head box are mirrored too: the result
+    is the plain view's average with the flipped input's (not exact against the whole volume)."""
+    tiny_weights(tmp_path, "cascade3d", folds=1)
+    hu = np.pad(head_volume((6, 40, 36)), ((1, 1), (4, 20), (3, 37)), constant_values=-1000).astype(np.float32)
+    got = predictor(tmp_path, mirror=True)(hu)
+    plain = predictor(tmp_path, mirror=False)(hu)
+    assert got.shape == hu.shape and np.isfinite(got).all()
+    assert 0 < np.abs(got - plain).max() < 1.0 and not got[:, :, 45:].any()
 
 
 def test_mirror_averages_the_flipped_prediction(tmp_path: Path) -> None:

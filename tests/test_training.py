@@ -228,7 +228,7 @@ def test_the_manifest_records_each_folds_own_schedule(dataset: Path, tmp_path: P
     assert fit(dataset, run, *common, "--fold", "1", "--epochs", "1") == 0
     assert json.loads((run / "config.json").read_text())["training"]["epochs"] == 1
     settings = ["--threshold", "0.5", "--min-component-ml", "0", "--intracranial-share", "0", "--keep-peak", "1",
-                "--crop-margin", "16"]  # given: no out-of-fold tuning
+                "--min-peak", "0", "--crop-margin", "16"]  # given: no out-of-fold tuning
     assert train.main(["export", "--run", str(run), "--weights", str(tmp_path / "weights"), *settings]) == 0
     training = load_manifest(tmp_path / "weights").description["training"]
     assert (training["fold0"]["epochs"], training["fold1"]["epochs"]) == (2, 1)
@@ -266,22 +266,25 @@ def test_export_picks_the_smallest_margin_that_matches_whole_slices(dataset: Pat
 
 @pytest.mark.parametrize("seed", range(4))
 def test_tuning_scores_equal_postprocessing_each_candidate(seed: int) -> None:
-    """Export scores every (min component, keep peak) pair from one labelling; each score must equal
-    running post-processing with that pair and scoring its mask (with and without blood)."""
+    """Export scores every (min component, keep peak, min peak) from one labelling; each score must equal
+    running post-processing with those settings and scoring its mask (with and without blood)."""
     rng = np.random.default_rng(seed)
     prob = ndimage.gaussian_filter(rng.random((6, 40, 40)), 1.5).astype(np.float32)
     prob = (prob - prob.min()) / (prob.max() - prob.min())
     label = (ndimage.gaussian_filter(rng.random((6, 40, 40)), 2) > 0.52).astype(np.uint8)
     spacing, threshold = (5.0, 0.5, 0.5), 0.6
     mask = prob >= threshold
-    pairs = [(ml, peak) for ml in (0.0, 0.005, 0.02, 0.1, 1.0) for peak in (1.0, 0.97, 0.9, 0.7)]
+    pairs = [(ml, peak, low) for ml in (0.0, 0.005, 0.02, 0.1, 1.0) for peak in (1.0, 0.97, 0.9, 0.7)
+             for low in (0.0, 0.8, 0.95)]
     fallback = most_probable_region(prob, max(1, int(PostprocessConfig().fallback_max_ml / voxel_ml(spacing))))
     for truth in (label, np.zeros_like(label)):
         scores = export_module._component_scores(prob, mask, truth, spacing, fallback, pairs)
-        for (ml, peak), score in zip(pairs, scores, strict=True):
-            cleaned = postprocess(prob, spacing, threshold, PostprocessConfig(ml, True, keep_peak=peak))
+        for (ml, peak, low), score in zip(pairs, scores, strict=True):
+            config = PostprocessConfig(ml, never_empty=True, keep_peak=peak, min_peak=low)
+            cleaned = postprocess(prob, spacing, threshold, config)
             expected = dice(cleaned.mask, truth) if truth.any() else float(not cleaned.mask.any() or cleaned.fallback)
-            assert score == pytest.approx(expected), (ml, peak)
+            assert score == pytest.approx(expected), (ml, peak, low)
+    assert len({round(v, 9) for v in export_module._component_scores(prob, mask, label, spacing, fallback, pairs)}) > 3
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -297,17 +300,20 @@ def test_single_slice_scores_equal_postprocessing_each_slice_alone(seed: int) ->
     label[4, 0, :3] = 1  # under SLICE_BLOOD_PIXELS: neither positive nor negative
     intracranial = np.ones(8, dtype=bool)
     intracranial[7] = False  # no intracranial space: not scored
-    spacing, threshold, candidates = (5.0, 0.5, 0.5), 0.6, (0.0, 0.005, 0.02, 0.1)
+    spacing, threshold = (5.0, 0.5, 0.5), 0.6
+    candidates = [(low, ml) for low in (0.0, 0.9) for ml in (0.0, 0.005, 0.02, 0.1)]
     mask = prob >= threshold
     fallbacks = export_module._slice_fallbacks(prob, label, spacing, None)
-    scores = export_module._single_slice_scores(mask, label, spacing, intracranial, fallbacks, candidates)
+    scores = export_module._single_slice_scores(prob, mask, label, spacing, intracranial, fallbacks, candidates)
     positives = [z for z in range(8) if label[z].sum() >= export_module.SLICE_BLOOD_PIXELS]
     assert positives == [0, 1, 2, 3]
-    for ml in candidates:
-        config = PostprocessConfig(min_component_ml=99.0, single_slice_min_component_ml=ml, never_empty=True)
+    for low, ml in candidates:
+        config = PostprocessConfig(min_component_ml=99.0, single_slice_min_component_ml=ml, never_empty=True,
+                                   min_peak=low)
         cleaned = [postprocess(prob[z:z + 1], spacing, threshold, config) for z in range(8)]
-        assert scores[ml][0] == pytest.approx([dice(cleaned[z].mask, label[z:z + 1]) for z in positives]), ml
-        assert scores[ml][1] == [float(not cleaned[z].mask.any() or cleaned[z].fallback) for z in (5, 6)], ml
+        positive = [dice(cleaned[z].mask, label[z:z + 1]) for z in positives]
+        assert scores[low, ml][0] == pytest.approx(positive), (low, ml)
+        assert scores[low, ml][1] == [float(not cleaned[z].mask.any() or cleaned[z].fallback) for z in (5, 6)]
 
 
 def test_cascade_stages_train_out_of_fold_and_export(dataset: Path, tmp_path: Path) -> None:

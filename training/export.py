@@ -3,11 +3,12 @@
 Settings not given are chosen on the run's own out-of-fold predictions (every fold's model predicts
 the cases it never trained on): the 2D crop margin, the smallest that reproduces whole-slice
 inference; the post-processing (threshold, smallest kept component, the peak probability that keeps
-a smaller one, the intracranial share), the combination with the highest mean Dice over all held-out
-cases (a case without blood scores 1 when its mask is empty or only the never-empty fallback, else 0;
-ties: the smallest); and, on a CPU with native bf16 (or anywhere with ``measure_bf16``), whether the
-CPU may compute in bf16: only when bf16 masks match fp32 masks (pooled Dice ≥ 0.99, total volume
-within 1 %).
+a smaller one, the peak a component needs at all, the intracranial share), the combination with the
+highest mean Dice over all held-out cases (a case without blood scores 1 when its mask is empty or
+only the never-empty fallback, else 0; ties: the smallest), then at those settings the smallest
+component of a one-slice input, on the same cases' slices; and, on a CPU with native bf16 (or
+anywhere with ``measure_bf16``), whether the CPU may compute in bf16: only when bf16 masks match
+fp32 masks (pooled Dice ≥ 0.99, total volume within 1 %).
 
 Without native bf16 autocast still computes in bf16, emulated: operands rounded to bf16, products
 accumulated in fp32, outputs rounded to bf16, the rounding points of oneDNN's AMX path; only 10–15×
@@ -43,12 +44,14 @@ from training.validation import predict_case, probe_manifest
 
 MIN_COMPONENT_CANDIDATES = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)  # mL: real bleeds under 1 mL must survive
 KEEP_PEAK_CANDIDATES = (1.0, 0.99, 0.97, 0.95, 0.9)  # small components this sure stay (1.0: off)
+MIN_PEAK_CANDIDATES = (0.0, 0.7, 0.8, 0.9, 0.95)  # components less sure than this go (0: off)
 SHARE_CANDIDATES = (0.0, 0.5)  # intracranial_share: off, or components mostly inside the skull
 THRESHOLD_CANDIDATES = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)  # of the mean fold probability
 CROP_MARGIN_CANDIDATES = (0, 8, 16, 32, 64)  # pixels
 WHOLE_SLICE = 1 << 16  # a crop margin wider than any slice: the crop is the whole slice
 MARGIN_AGREEMENT = 0.999  # pooled Dice against whole-slice masks that a margin must reach
 TUNING_TABLES = ("oof_score", "crop_margin_agreement", "min_component_ml_oof_dice", "keep_peak_oof_dice",
+                 "min_peak_oof_dice",
                  "intracranial_share_oof_dice", "threshold_oof_dice", "single_slice_oof_dice",
                  "single_slice_oof_slices", "bf16_agreement")  # kept in the manifest
 BF16_DICE, BF16_VOLUME = 0.99, 0.01  # bf16 masks against fp32 masks: pooled Dice at least, volume within
@@ -97,10 +100,10 @@ def _held_out(run: Path, config: dict, states: dict[int, dict],
 
 
 def _component_scores(prob: np.ndarray, mask: np.ndarray, label: np.ndarray, spacing_zyx: tuple[float, ...],
-                      fallback: np.ndarray, candidates: list[tuple[float, float]]) -> list[float]:
-    """The score of each ``(min_component_ml, keep_peak)`` pair on one case, from one labelling of ``mask``.
+                      fallback: np.ndarray, candidates: list[tuple[float, float, float]]) -> list[float]:
+    """The score of each ``(min_component_ml, keep_peak, min_peak)`` on one case, from one labelling of ``mask``.
 
-    Equal to running :func:`postprocess` (never-empty on) for every pair and scoring its mask, without
+    Equal to running :func:`postprocess` (never-empty on) for every candidate and scoring its mask, without
     labelling the mask again each time: Dice against ``label`` on a case with blood; on a case without,
     1 when the mask is empty or only the ≤ 0.1 mL fallback (what the product reports as no finding).
     """
@@ -112,8 +115,8 @@ def _component_scores(prob: np.ndarray, mask: np.ndarray, label: np.ndarray, spa
     truth = int(label.sum())
     fallback_hits, fallback_size = int((fallback & (label > 0)).sum()), int(fallback.sum())
     scores = []
-    for ml, peak in candidates:
-        kept = components_kept(sizes, peaks, ml / voxel_ml(spacing_zyx), peak)
+    for ml, peak, min_peak in candidates:
+        kept = components_kept(sizes, peaks, ml / voxel_ml(spacing_zyx), peak, min_peak)
         if not kept.any():
             both, size, empty = fallback_hits, fallback_size, True
         else:
@@ -133,10 +136,10 @@ def _slice_fallbacks(prob: np.ndarray, label: np.ndarray, spacing_zyx: tuple[flo
     return hits, size
 
 
-def _single_slice_scores(mask: np.ndarray, label: np.ndarray, spacing_zyx: tuple[float, ...],
+def _single_slice_scores(prob: np.ndarray, mask: np.ndarray, label: np.ndarray, spacing_zyx: tuple[float, ...],
                          intracranial: np.ndarray, fallbacks: tuple[np.ndarray, np.ndarray],
-                         candidates: tuple[float, ...]) -> dict[float, tuple[list[float], list[float]]]:
-    """Each slice of a held-out case scored as a one-slice input, for each ``min_component_ml``:
+                         candidates: list[tuple[float, float]]) -> dict[tuple, tuple[list[float], list[float]]]:
+    """Each slice of a held-out case scored as a one-slice input, for each ``(min_peak, min_component_ml)``:
     Dice on slices with at least ``SLICE_BLOOD_PIXELS`` of blood, and on ``intracranial`` slices (the
     filter's space is not empty there) without blood 1 for a mask that is empty or only the
     fallback (``fallbacks``: :func:`_slice_fallbacks`); ``(positives, negatives)`` per candidate.
@@ -151,17 +154,18 @@ def _single_slice_scores(mask: np.ndarray, label: np.ndarray, spacing_zyx: tuple
     labels, count = ndimage.label(mask, structure=IN_SLICE)
     sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
     hits = np.bincount(labels[label > 0], minlength=count + 1)[1:]
+    peaks = np.asarray(ndimage.maximum(prob, labels, np.arange(1, count + 1))) if count else None
     slice_of = np.array([box[0].start for box in ndimage.find_objects(labels)], dtype=int)
     fallback_hits, fallback_size = fallbacks
     scores = {}
-    for ml in candidates:
-        kept = components_kept(sizes, None, ml / voxel_ml(spacing_zyx), 1.0)
+    for min_peak, ml in candidates:
+        kept = components_kept(sizes, peaks, ml / voxel_ml(spacing_zyx), 1.0, min_peak)
         both = np.bincount(slice_of[kept], weights=hits[kept], minlength=len(label))
         size = np.bincount(slice_of[kept], weights=sizes[kept], minlength=len(label))
         empty = size == 0
         both, size = np.where(empty, fallback_hits, both), np.where(empty, fallback_size, size)
-        scores[ml] = ([float(2 * both[z] / (size[z] + truth[z])) for z in positive],
-                      [float(empty[z]) for z in negative])
+        scores[min_peak, ml] = ([float(2 * both[z] / (size[z] + truth[z])) for z in positive],
+                                [float(empty[z]) for z in negative])
     return scores
 
 
@@ -181,11 +185,13 @@ def tune_out_of_fold(run: Path, config: dict, states: dict[int, dict], threshold
     runs = (*margins, WHOLE_SLICE) if compare else margins[:1]
     overlap = {m: [0, 0] for m in margins}  # pooled |a ∧ b| and |a| + |b| against the whole slice's mask
     thresholds = THRESHOLD_CANDIDATES if threshold is None else (threshold,)
-    small = [(ml, peak) for ml in MIN_COMPONENT_CANDIDATES for peak in KEEP_PEAK_CANDIDATES if ml or peak >= 1.0]
-    combos = [(t, share, ml, peak) for t in thresholds for share in SHARE_CANDIDATES for ml, peak in small]
+    small = [(ml, peak, low) for ml in MIN_COMPONENT_CANDIDATES for peak in KEEP_PEAK_CANDIDATES
+             for low in MIN_PEAK_CANDIDATES if ml or peak >= 1.0]
+    combos = [(t, share, *rule) for t in thresholds for share in SHARE_CANDIDATES for rule in small]
     scores: dict[int, dict[tuple, list[float]]] = {m: {c: [] for c in combos} for m in runs}
     one_slice = family(config["family"]).slice_wise
-    slice_combos = [(t, share, ml) for t in thresholds for share in SHARE_CANDIDATES for ml in MIN_COMPONENT_CANDIDATES]
+    per_slice = [(low, ml) for low in MIN_PEAK_CANDIDATES for ml in MIN_COMPONENT_CANDIDATES]
+    slice_combos = [(t, share, *rule) for t in thresholds for share in SHARE_CANDIDATES for rule in per_slice]
     slice_scores: dict[int, dict[tuple, tuple[list[float], list[float]]]] = \
         {m: {c: ([], []) for c in slice_combos} for m in runs}
     for case, model in _held_out(run, config, states, device):
@@ -208,14 +214,14 @@ def tune_out_of_fold(run: Path, config: dict, states: dict[int, dict], threshold
                     if share > 0:
                         mask = remove_extracranial(mask, inside, share)
                     values = _component_scores(prob, mask, label, case.spacing_zyx, fallbacks[share > 0], small)
-                    for (ml, peak), value in zip(small, values, strict=True):
-                        scores[margin][t, share, ml, peak].append(value)
+                    for rule, value in zip(small, values, strict=True):
+                        scores[margin][t, share, *rule].append(value)
                     if one_slice:
-                        by_ml = _single_slice_scores(mask, label, case.spacing_zyx, intracranial,
-                                                     slice_fallbacks[share > 0], MIN_COMPONENT_CANDIDATES)
-                        for ml, (positives, negatives) in by_ml.items():
-                            slice_scores[margin][t, share, ml][0].extend(positives)
-                            slice_scores[margin][t, share, ml][1].extend(negatives)
+                        by_rule = _single_slice_scores(prob, mask, label, case.spacing_zyx, intracranial,
+                                                       slice_fallbacks[share > 0], per_slice)
+                        for rule, (positives, negatives) in by_rule.items():
+                            slice_scores[margin][t, share, *rule][0].extend(positives)
+                            slice_scores[margin][t, share, *rule][1].extend(negatives)
         if compare:
             reference = probs[WHOLE_SLICE] > thresholds[0]
             for margin in margins:
@@ -228,19 +234,21 @@ def tune_out_of_fold(run: Path, config: dict, states: dict[int, dict], threshold
     means = {combo: float(np.mean(v)) for combo, v in scores[chosen].items() if v}
     if not means:
         raise ValueError(f"{run}: no held-out case to choose min_component_ml on; pass it")
-    t, share, best, peak = max(combos, key=lambda c: (round(means[c], 6), -c[0], -c[1], -c[2], c[3]))
+    t, share, best, peak, low = max(combos, key=lambda c: (round(means[c], 6), -c[0], -c[1], -c[2], c[3], -c[4]))
 
     def best_of(match) -> float:
         return round(max(v for c, v in means.items() if match(c)), 4)
 
-    single = _single_slice_choice(slice_scores[chosen], t, share) if one_slice else {}
+    single = _single_slice_choice(slice_scores[chosen], t, share, low) if one_slice else {}
     return {**single, "crop_margin": chosen, "crop_margin_agreement": agreement if compare else None,
             "threshold": t, "min_component_ml": best, "intracranial_share": share, "keep_peak": peak,
-            "oof_score": round(means[t, share, best, peak], 4),
+            "min_peak": low, "oof_score": round(means[t, share, best, peak, low], 4),
             "min_component_ml_oof_dice": {str(ml): best_of(lambda c, ml=ml: c[:3] == (t, share, ml))
                                           for ml in MIN_COMPONENT_CANDIDATES},
             "keep_peak_oof_dice": {str(p): best_of(lambda c, p=p: c[:3] == (t, share, best) and c[3] == p)
                                    for p in KEEP_PEAK_CANDIDATES if best or p >= 1.0},
+            "min_peak_oof_dice": {str(x): best_of(lambda c, x=x: c[:4] == (t, share, best, peak) and c[4] == x)
+                                  for x in MIN_PEAK_CANDIDATES},
             "intracranial_share_oof_dice": {str(s): best_of(lambda c, s=s: c[1] == s) for s in SHARE_CANDIDATES},
             "threshold_oof_dice": {str(x): best_of(lambda c, x=x: c[0] == x) for x in thresholds}}
 
@@ -294,21 +302,22 @@ def precision_agreement(run: Path, config: dict, states: dict[int, dict], thresh
 
 
 def _single_slice_choice(scores: dict[tuple, tuple[list[float], list[float]]], threshold: float,
-                         share: float) -> dict:
-    """``single_slice_min_component_ml`` at the chosen threshold and intracranial share: the best mean of
+                         share: float, min_peak: float) -> dict:
+    """``single_slice_min_component_ml`` at the chosen threshold, intracranial share and ``min_peak``: the best mean of
     the positive slices' mean Dice and the negative slices' mean score (ties: the smallest). The two
     halves count equally because a head has far more slices without blood than with it; a simple
     mean over slices would trade every small cross-section for a speck on a normal slice."""
     means = {}
     for ml in MIN_COMPONENT_CANDIDATES:
-        positives, negatives = scores[threshold, share, ml]
+        positives, negatives = scores[threshold, share, min_peak, ml]
         if positives and negatives:
             means[ml] = round((float(np.mean(positives)) + float(np.mean(negatives))) / 2, 4)
     if not means:
         return {}
     return {"single_slice_min_component_ml": max(means, key=lambda ml: (means[ml], -ml)),
             "single_slice_oof_dice": {str(ml): value for ml, value in means.items()},
-            "single_slice_oof_slices": [len(scores[threshold, share, 0.0][0]), len(scores[threshold, share, 0.0][1])]}
+            "single_slice_oof_slices": [len(scores[threshold, share, min_peak, 0.0][0]),
+                                        len(scores[threshold, share, min_peak, 0.0][1])]}
 
 
 def fold_training(run: Path, config: dict, folds: list[int]) -> dict[str, dict]:
@@ -325,7 +334,8 @@ def export_run(run: Path, weights_dir: Path, checkpoint: str = "best", threshold
                min_component_ml: float | None = None, never_empty: bool = True, description: dict | None = None,
                device: torch.device | None = None, crop_margin: int | None = None,
                folds: list[int] | None = None, intracranial_share: float | None = None,
-               keep_peak: float | None = None, mirror: bool = False, measure_bf16: bool = False) -> Manifest:
+               keep_peak: float | None = None, mirror: bool = False, measure_bf16: bool = False,
+               min_peak: float | None = None) -> Manifest:
     """Write ``weights_dir`` from the run's folds (``folds``: a subset, e.g. those trained in the time
     there was); ``None`` settings are chosen out-of-fold, on the cases those folds held out.
     ``measure_bf16``: decide ``cpu_precision`` on a CPU without native bf16 too (emulated, slow)."""
@@ -338,13 +348,15 @@ def export_run(run: Path, weights_dir: Path, checkpoint: str = "best", threshold
     config = {**config, "inference": inference}  # tuned as it will run: with the mirror view when asked
     slices = family(config["family"]).slice_wise
     tuning, single_slice_ml = None, None
-    if None in (min_component_ml, intracranial_share, threshold, keep_peak) or (slices and crop_margin is None):
+    if None in (min_component_ml, intracranial_share, threshold, keep_peak, min_peak) or \
+            (slices and crop_margin is None):
         margins = CROP_MARGIN_CANDIDATES if crop_margin is None else (crop_margin,)
         tuning = tune_out_of_fold(run, config, states, threshold, device or torch.device("cpu"), margins)
         (run / "export_tuning.json").write_text(json.dumps(tuning, indent=1) + "\n")
         min_component_ml = tuning["min_component_ml"] if min_component_ml is None else min_component_ml
         intracranial_share = tuning["intracranial_share"] if intracranial_share is None else intracranial_share
         keep_peak = tuning["keep_peak"] if keep_peak is None else keep_peak
+        min_peak = tuning["min_peak"] if min_peak is None else min_peak
         single_slice_ml = tuning.get("single_slice_min_component_ml")
         threshold = tuning["threshold"]
         crop_margin = tuning["crop_margin"]
@@ -372,6 +384,7 @@ def export_run(run: Path, weights_dir: Path, checkpoint: str = "best", threshold
                 "threshold": threshold, "inference": inference,
                 "postprocess": {"min_component_ml": float(min_component_ml), "never_empty": never_empty,
                                 "intracranial_share": float(intracranial_share or 0.0),
-                                "keep_peak": float(keep_peak), "single_slice_min_component_ml": single_slice_ml},
+                                "keep_peak": float(keep_peak), "min_peak": float(min_peak),
+                                "single_slice_min_component_ml": single_slice_ml},
                 "description": {**info, **(description or {})}}
     return write_weights(weights_dir, manifest, list(states.values()))
