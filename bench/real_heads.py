@@ -80,9 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         if name.endswith(THICK):
             alone = [postprocess(predictor.predict(hu[z:z + 1], spacing).prob, spacing, manifest.threshold,
                                  manifest.postprocess, hu=hu[z:z + 1]) for z in range(len(hu))]
-            single.extend(float(c.mask.sum()) * ml for c in alone)
-            findings = [float(c.mask.sum()) * ml for c in alone if not c.fallback and c.mask.any()]
-            print(f"{name}, each slice alone: {len(alone)} slices, at most {max(single[-len(alone):]):.3f} mL, "
+            painted = [float(c.mask.sum()) * ml for c in alone]
+            single.extend(painted)
+            findings = [v for v, c in zip(painted, alone, strict=True) if v and not c.fallback]
+            print(f"{name}, each slice alone: {len(alone)} slices, at most {max(painted):.3f} mL, "
                   f"{len(findings)} beyond the fallback ({sum(findings):.3f} mL)", flush=True)
     print(f"heads={len(finals)} max_final_ml={max(finals, default=0.0):.3f} "
           f"max_single_slice_ml={max(single, default=0.0):.3f}")

@@ -21,6 +21,11 @@ def bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
     return boxes[0] if boxes else None
 
 
+def relative(inner: tuple[slice, ...], outer: tuple[slice, ...]) -> tuple[slice, ...]:
+    """Box ``inner`` in the coordinates of the crop ``outer`` that holds it."""
+    return tuple(slice(i.start - o.start, i.stop - o.start) for i, o in zip(inner, outer, strict=True))
+
+
 def head_mask(hu: np.ndarray) -> np.ndarray:
     """Voxels denser than air that belong to the head's connected region(s), (Z, Y, X) bool."""
     dense = hu > HEAD_HU

@@ -65,7 +65,7 @@ from torch import nn
 
 from model.compute import ComputePath, choose_path
 from model.crop_border import CropBorderPadding, Sides, crop_sides
-from model.head import bounding_box, head_mask, slice_boxes
+from model.head import bounding_box, head_mask, relative, slice_boxes
 from model.networks import for_inference
 from model.overlap import mean_pairwise_dice
 from model.settings import PatchInference
@@ -244,8 +244,7 @@ class EnsemblePredictor:
             rows = slice(min(b[1].start for b in boxes), max(b[1].stop for b in boxes))  # their union, on the grid
             cols = slice(min(b[2].start for b in boxes), max(b[2].stop for b in boxes))
             crop = np.ascontiguousarray(hu[lo:hi, rows, cols], dtype=np.float32)
-            boxes = [(z - lo, *(slice(s.start - o.start, s.stop - o.start) for s, o in ((r, rows), (c, cols))),
-                      crop_sides(r, c, *hu.shape[1:])) for z, r, c in boxes]
+            boxes = [(z - lo, *relative((r, c), (rows, cols)), crop_sides(r, c, *hu.shape[1:])) for z, r, c in boxes]
             prob[lo:hi, rows, cols], masks, rechecked = self._predict_2d(crop, boxes)
             return prob, masks, rechecked
         box = bounding_box(head_mask(hu))
@@ -257,9 +256,8 @@ class EnsemblePredictor:
         if settings.align_windows:
             second = aligned_crop(hu.shape, settings.roi_size, settings.overlap, box)
             first = aligned_crop(hu.shape, settings.roi_size, settings.overlap, second)
-        within = tuple(slice(s.start - f.start, s.stop - f.start) for s, f in zip(second, first, strict=True))
-        head = tuple(slice(b.start - s.start, b.stop - s.start) for b, s in zip(box, second, strict=True))
-        prob[box], masks = self._predict_3d(np.ascontiguousarray(hu[first], dtype=np.float32), within, head)
+        prob[box], masks = self._predict_3d(np.ascontiguousarray(hu[first], dtype=np.float32),
+                                            relative(second, first), relative(box, second))
         return prob, masks, 0
 
     def _fold_mask(self, fold_sum: torch.Tensor) -> torch.Tensor:

@@ -301,19 +301,20 @@ def test_single_slice_scores_equal_postprocessing_each_slice_alone(seed: int) ->
     intracranial = np.ones(8, dtype=bool)
     intracranial[7] = False  # no intracranial space: not scored
     spacing, threshold = (5.0, 0.5, 0.5), 0.6
-    candidates = [(low, ml) for low in (0.0, 0.9) for ml in (0.0, 0.005, 0.02, 0.1)]
+    candidates = [(ml, peak, low) for ml in (0.0, 0.005, 0.02, 0.1) for peak in (1.0, 0.9) for low in (0.0, 0.9)
+                  if ml or peak >= 1.0]
     mask = prob >= threshold
     fallbacks = export_module._slice_fallbacks(prob, label, spacing, None)
     scores = export_module._single_slice_scores(prob, mask, label, spacing, intracranial, fallbacks, candidates)
     positives = [z for z in range(8) if label[z].sum() >= export_module.SLICE_BLOOD_PIXELS]
     assert positives == [0, 1, 2, 3]
-    for low, ml in candidates:
+    for ml, peak, low in candidates:
         config = PostprocessConfig(min_component_ml=99.0, single_slice_min_component_ml=ml, never_empty=True,
-                                   min_peak=low)
+                                   keep_peak=peak, min_peak=low)
         cleaned = [postprocess(prob[z:z + 1], spacing, threshold, config) for z in range(8)]
         positive = [dice(cleaned[z].mask, label[z:z + 1]) for z in positives]
-        assert scores[low, ml][0] == pytest.approx(positive), (low, ml)
-        assert scores[low, ml][1] == [float(not cleaned[z].mask.any() or cleaned[z].fallback) for z in (5, 6)]
+        assert scores[ml, peak, low][0] == pytest.approx(positive), (ml, peak, low)
+        assert scores[ml, peak, low][1] == [float(not cleaned[z].mask.any() or cleaned[z].fallback) for z in (5, 6)]
 
 
 def test_cascade_stages_train_out_of_fold_and_export(dataset: Path, tmp_path: Path) -> None:

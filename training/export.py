@@ -138,8 +138,10 @@ def _slice_fallbacks(prob: np.ndarray, label: np.ndarray, spacing_zyx: tuple[flo
 
 def _single_slice_scores(prob: np.ndarray, mask: np.ndarray, label: np.ndarray, spacing_zyx: tuple[float, ...],
                          intracranial: np.ndarray, fallbacks: tuple[np.ndarray, np.ndarray],
-                         candidates: list[tuple[float, float]]) -> dict[tuple, tuple[list[float], list[float]]]:
-    """Each slice of a held-out case scored as a one-slice input, for each ``(min_peak, min_component_ml)``:
+                         candidates: list[tuple[float, float, float]]) -> dict[tuple, tuple[list[float], list[float]]]:
+    """Each slice of a held-out case scored as a one-slice input, for each ``(min_component_ml, keep_peak,
+    min_peak)`` (the volume's candidates, so the keep_peak chosen for volumes, which one-slice inputs
+    also take, is the one scored):
     Dice on slices with at least ``SLICE_BLOOD_PIXELS`` of blood, and on ``intracranial`` slices (the
     filter's space is not empty there) without blood 1 for a mask that is empty or only the
     fallback (``fallbacks``: :func:`_slice_fallbacks`); ``(positives, negatives)`` per candidate.
@@ -158,14 +160,14 @@ def _single_slice_scores(prob: np.ndarray, mask: np.ndarray, label: np.ndarray, 
     slice_of = np.array([box[0].start for box in ndimage.find_objects(labels)], dtype=int)
     fallback_hits, fallback_size = fallbacks
     scores = {}
-    for min_peak, ml in candidates:
-        kept = components_kept(sizes, peaks, ml / voxel_ml(spacing_zyx), 1.0, min_peak)
+    for ml, keep_peak, min_peak in candidates:
+        kept = components_kept(sizes, peaks, ml / voxel_ml(spacing_zyx), keep_peak, min_peak)
         both = np.bincount(slice_of[kept], weights=hits[kept], minlength=len(label))
         size = np.bincount(slice_of[kept], weights=sizes[kept], minlength=len(label))
         empty = size == 0
         both, size = np.where(empty, fallback_hits, both), np.where(empty, fallback_size, size)
-        scores[min_peak, ml] = ([float(2 * both[z] / (size[z] + truth[z])) for z in positive],
-                                [float(empty[z]) for z in negative])
+        scores[ml, keep_peak, min_peak] = ([float(2 * both[z] / (size[z] + truth[z])) for z in positive],
+                                           [float(empty[z]) for z in negative])
     return scores
 
 
@@ -181,7 +183,8 @@ def tune_out_of_fold(run: Path, config: dict, states: dict[int, dict], threshold
     Dice on those with haemorrhage; on those without, 1 for a mask that is empty or only the fallback
     (ties: the smallest of each). The 3D cascade crops to the head, no margin.
     """
-    compare = family(config["family"]).slice_wise and len(margins) > 1
+    one_slice = family(config["family"]).slice_wise
+    compare = one_slice and len(margins) > 1
     runs = (*margins, WHOLE_SLICE) if compare else margins[:1]
     overlap = {m: [0, 0] for m in margins}  # pooled |a ∧ b| and |a| + |b| against the whole slice's mask
     thresholds = THRESHOLD_CANDIDATES if threshold is None else (threshold,)
@@ -189,11 +192,8 @@ def tune_out_of_fold(run: Path, config: dict, states: dict[int, dict], threshold
              for low in MIN_PEAK_CANDIDATES if ml or peak >= 1.0]
     combos = [(t, share, *rule) for t in thresholds for share in SHARE_CANDIDATES for rule in small]
     scores: dict[int, dict[tuple, list[float]]] = {m: {c: [] for c in combos} for m in runs}
-    one_slice = family(config["family"]).slice_wise
-    per_slice = [(low, ml) for low in MIN_PEAK_CANDIDATES for ml in MIN_COMPONENT_CANDIDATES]
-    slice_combos = [(t, share, *rule) for t in thresholds for share in SHARE_CANDIDATES for rule in per_slice]
     slice_scores: dict[int, dict[tuple, tuple[list[float], list[float]]]] = \
-        {m: {c: ([], []) for c in slice_combos} for m in runs}
+        {m: {c: ([], []) for c in combos} for m in runs}
     for case, model in _held_out(run, config, states, device):
         label = np.asarray(case.label())
         inside = blood_space(np.asarray(case.hu(), dtype=np.float32))
@@ -218,7 +218,7 @@ def tune_out_of_fold(run: Path, config: dict, states: dict[int, dict], threshold
                         scores[margin][t, share, *rule].append(value)
                     if one_slice:
                         by_rule = _single_slice_scores(prob, mask, label, case.spacing_zyx, intracranial,
-                                                       slice_fallbacks[share > 0], per_slice)
+                                                       slice_fallbacks[share > 0], small)
                         for rule, (positives, negatives) in by_rule.items():
                             slice_scores[margin][t, share, *rule][0].extend(positives)
                             slice_scores[margin][t, share, *rule][1].extend(negatives)
@@ -239,7 +239,7 @@ def tune_out_of_fold(run: Path, config: dict, states: dict[int, dict], threshold
     def best_of(match) -> float:
         return round(max(v for c, v in means.items() if match(c)), 4)
 
-    single = _single_slice_choice(slice_scores[chosen], t, share, low) if one_slice else {}
+    single = _single_slice_choice(slice_scores[chosen], t, share, peak, low) if one_slice else {}
     return {**single, "crop_margin": chosen, "crop_margin_agreement": agreement if compare else None,
             "threshold": t, "min_component_ml": best, "intracranial_share": share, "keep_peak": peak,
             "min_peak": low, "oof_score": round(means[t, share, best, peak, low], 4),
@@ -302,22 +302,24 @@ def precision_agreement(run: Path, config: dict, states: dict[int, dict], thresh
 
 
 def _single_slice_choice(scores: dict[tuple, tuple[list[float], list[float]]], threshold: float,
-                         share: float, min_peak: float) -> dict:
-    """``single_slice_min_component_ml`` at the chosen threshold, intracranial share and ``min_peak``: the best mean of
-    the positive slices' mean Dice and the negative slices' mean score (ties: the smallest). The two
+                         share: float, keep_peak: float, min_peak: float) -> dict:
+    """``single_slice_min_component_ml`` at the chosen threshold, intracranial share and peak rules: the
+    best mean of the positive slices' mean Dice and the negative slices' mean score (ties: the smallest). The two
     halves count equally because a head has far more slices without blood than with it; a simple
     mean over slices would trade every small cross-section for a speck on a normal slice."""
+    def rule(ml: float) -> tuple:  # with no minimum, keep_peak has nothing to keep: scored as off
+        return threshold, share, ml, keep_peak if ml else 1.0, min_peak
+
     means = {}
     for ml in MIN_COMPONENT_CANDIDATES:
-        positives, negatives = scores[threshold, share, min_peak, ml]
+        positives, negatives = scores[rule(ml)]
         if positives and negatives:
             means[ml] = round((float(np.mean(positives)) + float(np.mean(negatives))) / 2, 4)
     if not means:
         return {}
     return {"single_slice_min_component_ml": max(means, key=lambda ml: (means[ml], -ml)),
             "single_slice_oof_dice": {str(ml): value for ml, value in means.items()},
-            "single_slice_oof_slices": [len(scores[threshold, share, min_peak, 0.0][0]),
-                                        len(scores[threshold, share, min_peak, 0.0][1])]}
+            "single_slice_oof_slices": [len(part) for part in scores[rule(0.0)]]}
 
 
 def fold_training(run: Path, config: dict, folds: list[int]) -> dict[str, dict]:
