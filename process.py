@@ -25,7 +25,7 @@ import SimpleITK as sitk
 
 from model.allocator import keep_freed_memory
 from model.atomic import atomic_path
-from model.compute import PRECISIONS, choose_path
+from model.compute import PRECISIONS, path_for_weights
 from model.console import Progress, native_stderr_silenced
 from model.device import DeviceError, select_device
 from model.io import CaseError, LoadedCase
@@ -122,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     weights = args.weights or default_weights()
     manifest = load_manifest(weights)
     device = select_device(args.device)
-    path = choose_path(device, args.precision, manifest.inference.cpu_precision)
+    path = path_for_weights(device, args.precision, manifest.inference)
     kept = keep_freed_memory()  # no page faults for every new activation map (model.allocator)
     predictor = EnsemblePredictor(load_models(weights, manifest, device), manifest, device,
                                   mirror=args.mirror, batch_size=args.batch_size, path=path)

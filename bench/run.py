@@ -302,7 +302,9 @@ def run_row(row: Row, workdir: Path, quick: bool = False, repeat: int = 1, preci
     models, manifest, trained = make_models(row, hu.astype(np.float32), workdir, full_weights)
     # the machine's path (trained weights: as their manifest allows, as process.py takes it); the Dice columns
     # show its effect
-    compute = choose_path(device, precision, manifest.inference.cpu_precision if trained else "auto")
+    allowed = manifest.inference.cpu_precision if trained else "auto", \
+        manifest.inference.cuda_precision if trained else "auto"
+    compute = choose_path(device, precision, allowed[0], cuda_precision=allowed[1])
     predictor = EnsemblePredictor(models, manifest, device, mirror=False, path=compute)
 
     def plain(volume: np.ndarray) -> np.ndarray:
@@ -431,15 +433,16 @@ def summary(results: list[dict]) -> str:
 
 
 def peak_kinds(device: str) -> list[tuple[str, torch.dtype]]:
-    """The matmul peaks to measure on a device: its fp32 (CPU) or fp16 (CUDA), and bf16 on a native-bf16 CPU."""
+    """The matmul peaks to measure on a device: fp32, and fp16 on CUDA or bf16 on a native-bf16 CPU."""
     if device == "cuda":
-        return [("cuda-fp16", torch.float16)]
+        return [("cuda-fp16", torch.float16), ("cuda-fp32", torch.float32)]
     return [("cpu-fp32", torch.float32)] + ([("cpu-bf16", torch.bfloat16)] if cpu_has_native_bf16() else [])
 
 
 def peak_key(result: dict) -> str:
     """The peak a row's fraction is taken against: its device and the precision its path computes in."""
-    return "cuda-fp16" if result["device"] == "cuda" else f"cpu-{'bf16' if result['precision'] == 'bf16' else 'fp32'}"
+    reduced = {"cuda": "fp16", "cpu": "bf16"}[result["device"]]
+    return f"{result['device']}-{reduced if result['precision'] == reduced else 'fp32'}"
 
 
 def main(argv: list[str] | None = None) -> int:

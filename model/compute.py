@@ -2,7 +2,9 @@
 
 The same container lands on different processors, and the fastest exact-enough path differs:
 
-- CUDA: fp16 autocast (tensor cores); cuDNN picks its convolution algorithms.
+- CUDA: fp16 autocast (tensor cores) where the weights' manifest allows it (``cuda_precision:
+  "auto"``, set at export under the same rule as bf16, fp16 emulated on the CPU), else fp32; cuDNN
+  picks its convolution algorithms.
 - A CPU with native bf16 (AMX or AVX512-BF16, e.g. Sapphire Rapids): bf16 autocast, oneDNN on AMX.
   On such a 2-core Xeon the seed-size network ran two 512² slices in 0.77 s against 2.25 s in fp32
   (channels_last both). It is used only where the weights' manifest allows it (``cpu_precision:
@@ -18,7 +20,7 @@ The same container lands on different processors, and the fastest exact-enough p
 - Without AVX2: fp32 with oneDNN's own convolutions.
 
 Without native bf16, bf16 is emulated and 8–80× slower than fp32 (measured on the EPYC), so it is
-never chosen there. ``precision="fp32"`` (process.py ``--precision fp32``) forces fp32.
+never chosen there. ``precision="fp32"`` (process.py ``--precision fp32``) forces fp32, on CUDA too.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+
+from model.settings import Inference
 
 PRECISIONS = ("auto", "fp32")
 
@@ -77,14 +81,33 @@ class ComputePath:
         return asdict(self)
 
 
+def set_cuda_convolutions(path: ComputePath) -> None:
+    """On a CUDA fp32 path, cuDNN convolutions in fp32: PyTorch lets them run in TF32 by default (a
+    10-bit mantissa, as fp16's), which would make "fp32 on CUDA" the unmeasured reduced precision that
+    the manifest refused. A process-wide switch (torch.backends), set for the path in use."""
+    if path.device == "cuda":
+        torch.backends.cudnn.allow_tf32 = path.precision != "fp32"
+
+
+def path_for_weights(device: torch.device, precision: str, inference: Inference) -> ComputePath:
+    """:func:`choose_path` with what the weights' manifest (``inference``) allows on the CPU and on CUDA."""
+    return choose_path(device, precision, inference.cpu_precision, cuda_precision=inference.cuda_precision)
+
+
 def choose_path(device: torch.device, precision: str = "auto", manifest_precision: str = "fp32",
-                flags: set[str] | None = None) -> ComputePath:
+                flags: set[str] | None = None, cuda_precision: str = "fp32") -> ComputePath:
     """The compute path for ``device``: ``precision`` is the user's ("auto" or "fp32"),
-    ``manifest_precision`` what the weights allow on the CPU ("auto" once bf16 was measured equal)."""
+    ``manifest_precision`` what the weights allow on the CPU ("auto" once bf16 was measured equal),
+    ``cuda_precision`` what they allow on CUDA ("auto" once fp16 was measured equal)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r} is not one of {PRECISIONS}")
     if device.type == "cuda":
-        return ComputePath("cuda", "fp16", False, torch.cuda.get_device_name(device), "CUDA: fp16 autocast")
+        name = torch.cuda.get_device_name(device)
+        if precision == "fp32":
+            return ComputePath("cuda", "fp32", False, name, "CUDA: fp32 forced")
+        if cuda_precision != "auto":
+            return ComputePath("cuda", "fp32", False, name, "CUDA: fp32, the weights' manifest does not allow fp16")
+        return ComputePath("cuda", "fp16", False, name, "CUDA: fp16 autocast (measured equal at export)")
     flags = cpu_flags() if flags is None else flags
     name = cpu_model()
     winograd = "avx2" in flags

@@ -63,7 +63,7 @@ import torch
 from monai.inferers import sliding_window_inference
 from torch import nn
 
-from model.compute import ComputePath, choose_path
+from model.compute import ComputePath, path_for_weights, set_cuda_convolutions
 from model.crop_border import CropBorderPadding, Sides, crop_sides
 from model.head import bounding_box, head_mask, relative, slice_boxes
 from model.networks import for_inference
@@ -112,9 +112,10 @@ class EnsemblePredictor:
     def __init__(self, models: list[nn.Module], manifest: Manifest, device: torch.device,
                  mirror: bool | None = None, batch_size: int | None = None, winograd: bool | None = None,
                  path: ComputePath | None = None) -> None:
-        """``path``: precision and algorithm (default: :func:`model.compute.choose_path` for ``device``
-        and the manifest's ``cpu_precision``); ``winograd`` overrides the path's choice of Winograd."""
-        self.path = path or choose_path(device, "auto", manifest.inference.cpu_precision)
+        """``path``: precision and algorithm (default: :func:`model.compute.path_for_weights` for ``device``
+        and the manifest); ``winograd`` overrides the path's choice of Winograd."""
+        self.path = path or path_for_weights(device, "auto", manifest.inference)
+        set_cuda_convolutions(self.path)
         self.models = [for_inference(model) for model in models]  # the callers' models stay as they are
         self.manifest = manifest
         self.device = device

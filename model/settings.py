@@ -44,6 +44,7 @@ class Inference:
     mirror: bool = False  # average in the left–right mirrored prediction
     spacing_zyx: tuple[float | None, float | None, float | None] | None = None  # trained spacing (mm)
     cpu_precision: str = "fp32"  # "auto": bf16 allowed where the CPU has it natively (measured at export)
+    cuda_precision: str = "fp32"  # "auto": fp16 autocast allowed on CUDA (measured at export, emulated on the CPU)
     recheck_margin: float = 0.0  # 2D on bf16/fp16: slices with a probability this near the threshold are
     # computed again in fp32 (the smallest margin whose masks met the fp32 rule, measured at export)
     review_min_fold_dice: float = 0.5  # results.json's review flag: folds agreeing less than this

@@ -4,7 +4,8 @@
 
 Each case goes through the predictor on every path this machine has: the CPU in fp32, the CPU on
 the path :mod:`model.compute` chooses (bf16 where the CPU has it and the manifest allows it), and
-CUDA (fp16) when present. Masks are compared with the fp32 CPU masks: Dice and volume change. The
+CUDA when present: as the manifest allows (fp16 or fp32) and in fp16 regardless. Masks are compared
+with the fp32 CPU masks: Dice and volume change. The
 rule for a faster path is the same everywhere (issue 17): Dice ≥ 0.99 and volume within 1 %.
 Exit status 1 when a path breaks the rule on any case.
 """
@@ -21,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from model.compute import choose_path
+from model.compute import choose_path, path_for_weights
 from model.io import IMAGE_SUFFIXES, read_image, to_canonical
 from model.postprocess import postprocess
 from model.predictor import EnsemblePredictor
@@ -38,10 +39,12 @@ def masks_by_path(path: Path, weights: Path) -> dict[str, np.ndarray]:
     hu, spacing = sitk.GetArrayFromImage(image).astype(np.float32), image.GetSpacing()[::-1]
     cpu = torch.device("cpu")
     paths = {"cpu-fp32": (cpu, choose_path(cpu, "fp32")),
-             "cpu-dispatched": (cpu, choose_path(cpu, "auto", manifest.inference.cpu_precision))}
+             "cpu-dispatched": (cpu, path_for_weights(cpu, "auto", manifest.inference))}
     if torch.cuda.is_available():
         cuda = torch.device("cuda")
-        paths["cuda"] = (cuda, choose_path(cuda))
+        paths["cuda"] = (cuda, path_for_weights(cuda, "auto", manifest.inference))
+        paths["cuda-fp16"] = (cuda, choose_path(cuda, "auto", cuda_precision="auto"))  # the export's emulated
+        # fp16 measurement, checked on cuDNN's real one
     masks = {}
     for name, (device, compute) in paths.items():
         predictor = EnsemblePredictor(load_models(weights, manifest, device), manifest, device, path=compute)

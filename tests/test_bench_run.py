@@ -36,12 +36,26 @@ def test_a_tiny_benchmark_run_ends_with_the_summary_line(tmp_path: Path) -> None
         assert row["speedup"] > 0 and 0 <= row["dice_vs_baseline"] <= 1 and 0 <= row["dice_same_input"] <= 1
 
 
-def test_full_size_rows_take_given_seed_size_weights_of_their_family(tmp_path: Path) -> None:
+def _bench_run():
     sys.path.insert(0, str(ROOT / "bench"))
     try:
         import run as bench_run
     finally:
         sys.path.remove(str(ROOT / "bench"))
+    return bench_run
+
+
+def test_each_row_is_measured_against_the_peak_of_the_precision_it_ran_in() -> None:
+    bench_run = _bench_run()
+    keys = {(d, p): bench_run.peak_key({"device": d, "precision": p})
+            for d, p in (("cuda", "fp16"), ("cuda", "fp32"), ("cpu", "bf16"), ("cpu", "fp32"))}
+    assert keys == {("cuda", "fp16"): "cuda-fp16", ("cuda", "fp32"): "cuda-fp32", ("cpu", "bf16"): "cpu-bf16",
+                    ("cpu", "fp32"): "cpu-fp32"}  # a CUDA path the manifest keeps in fp32 has its own peak
+    assert {k for k, _ in bench_run.peak_kinds("cuda")} == {"cuda-fp16", "cuda-fp32"}
+
+
+def test_full_size_rows_take_given_seed_size_weights_of_their_family(tmp_path: Path) -> None:
+    bench_run = _bench_run()
     full = tmp_path / "seed-size"
     full.mkdir()
     (full / "manifest.json").write_text(json.dumps({"family": "segresnet2d"}))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from model.compute import choose_path, cpu_has_native_bf16, cpu_model
+from model.compute import ComputePath, choose_path, cpu_has_native_bf16, cpu_model, set_cuda_convolutions
 from model.predictor import EnsemblePredictor
 from model.weights import load_manifest, load_models
 from tests.conftest import head_volume, tiny_weights
@@ -30,6 +30,32 @@ def test_path_follows_the_processor_the_user_and_the_manifest(flags, user, manif
     assert (path.precision, path.winograd) == (precision, winograd)
     assert path.processor == cpu_model() and path.reason
     assert path.record()["precision"] == precision
+
+
+@pytest.mark.parametrize(("user", "allowed", "precision"), [
+    ("auto", "auto", "fp16"),  # fp16 measured equal at export
+    ("auto", "fp32", "fp32"),  # not measured, or measured unequal: fp32 on CUDA too
+    ("fp32", "auto", "fp32"),  # forced by the user
+])
+def test_cuda_takes_fp16_only_where_the_manifest_allows(monkeypatch, user, allowed, precision):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200")
+    path = choose_path(torch.device("cuda"), user, "auto", cuda_precision=allowed)
+    assert (path.device, path.precision, path.winograd, path.processor) == ("cuda", precision, False, "NVIDIA H200")
+    assert path.autocast_dtype == (torch.float16 if precision == "fp16" else None)
+    assert choose_path(CPU, user, "auto", flags=SAPPHIRE, cuda_precision=allowed).precision == \
+        ("bf16" if user == "auto" else "fp32")  # the CPU's rule is its own
+
+
+def test_cuda_fp32_means_fp32_convolutions(monkeypatch):
+    """cuDNN's TF32 (PyTorch's default for convolutions) is off on a CUDA fp32 path, on for fp16; a CPU
+    path leaves the switch alone."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    set_cuda_convolutions(ComputePath("cuda", "fp32", False, "gpu", "test"))
+    assert torch.backends.cudnn.allow_tf32 is False
+    set_cuda_convolutions(ComputePath("cpu", "fp32", True, "cpu", "test"))
+    assert torch.backends.cudnn.allow_tf32 is False
+    set_cuda_convolutions(ComputePath("cuda", "fp16", False, "gpu", "test"))
+    assert torch.backends.cudnn.allow_tf32 is True
 
 
 def test_unknown_precision_is_refused():

@@ -227,3 +227,19 @@ def test_recheck_recomputes_near_threshold_slices_in_fp32(tmp_path: Path) -> Non
     np.testing.assert_array_equal(checked.prob[near], exact[near])
     np.testing.assert_array_equal(checked.prob[far], plain.prob[far])
     assert run("fp32", margin).rechecked == 0  # nothing to recheck on an fp32 path
+
+
+def test_emulated_fp16_rounds_less_than_bf16(tmp_path: Path) -> None:
+    """Export's stand-in for CUDA's fp16 autocast (training.export._reduced_path) computes on the CPU in
+    fp16: the probabilities move off fp32's, by less than bf16's 8-bit mantissa moves them."""
+    from training.export import _reduced_path
+
+    tiny_weights(tmp_path, "segresnet2d", "windows3")
+    manifest = load_manifest(tmp_path)
+    models = load_models(tmp_path, manifest, CPU)
+    hu = with_air(head_volume((4, 48, 44)))
+    exact = EnsemblePredictor(models, manifest, CPU, path=ComputePath("cpu", "fp32", False, "t", "t")).predict(hu).prob
+    error = {p: np.abs(EnsemblePredictor(models, manifest, CPU, path=_reduced_path(p)).predict(hu).prob - exact).max()
+             for p in ("fp16", "bf16")}
+    assert _reduced_path("fp16").autocast_dtype == torch.float16
+    assert 0 < error["fp16"] < error["bf16"]

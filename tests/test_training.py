@@ -172,15 +172,19 @@ def test_warm_restart_begins_from_the_earlier_runs_fold(dataset: Path, tmp_path:
                        "--init-from", str(tmp_path / "missing")]) == 2  # one-line error, no traceback
 
 
-def check_bf16_agreement(manifest: Manifest) -> None:
-    """The manifest allows bf16 exactly when a measured margin met the mask rule, the smallest such."""
-    agreement = manifest.description["bf16_agreement"]
-    assert manifest.inference.cpu_precision == ("auto" if agreement["allowed"] else "fp32")
+def check_agreement(manifest: Manifest, precision: str = "bf16") -> None:
+    """The manifest allows ``precision`` (bf16 on the CPU, fp16 on CUDA) exactly when a measured margin
+    met the mask rule, the smallest such; the recheck margin serves both: the larger of the allowed."""
+    agreement = manifest.description[f"{precision}_agreement"]
+    allowed = {"bf16": manifest.inference.cpu_precision, "fp16": manifest.inference.cuda_precision}[precision]
+    assert allowed == ("auto" if agreement["allowed"] else "fp32")
     meeting = [float(m) for m, a in agreement["margins"].items() if a["dice"] >= 0.99 and a["volume_change"] <= 0.01]
     assert agreement["allowed"] == bool(meeting)
     assert agreement["recheck_margin"] == (min(meeting) if meeting else None)  # tried in turn: the smallest
     assert not meeting or max(float(m) for m in agreement["margins"]) == min(meeting)  # ... then no more
-    assert manifest.inference.recheck_margin == (agreement["recheck_margin"] or 0.0)
+    margins = [manifest.description[f"{p}_agreement"]["recheck_margin"] or 0.0 for p in ("bf16", "fp16")
+               if manifest.description.get(f"{p}_agreement", {}).get("allowed")]
+    assert manifest.inference.recheck_margin == max(margins, default=0.0)
     assert agreement["margins"]["0.0"]["rechecked"] == 0.0
 
 
@@ -210,14 +214,16 @@ def test_export_round_trips_into_process(dataset: Path, tmp_path: Path) -> None:
     mask = sitk.ReadImage(str(output / "001.nii.gz"))
     assert mask.GetSize() == (64, 64, 8)
     if cpu_has_native_bf16():  # bf16 allowed on the CPU only where measured equal to fp32, out of fold
-        check_bf16_agreement(manifest)
+        check_agreement(manifest)
     else:
         assert manifest.inference.cpu_precision == "fp32" and "bf16_agreement" not in manifest.description
+    assert manifest.inference.cuda_precision == "fp32" and "fp16_agreement" not in manifest.description  # unmeasured
     assert train.main(["export", "--run", str(run), "--weights", str(tmp_path / "one"), "--folds", "1",
-                       "--min-component-ml", "0", "--crop-margin", "16", "--measure-bf16"]) == 0
+                       "--min-component-ml", "0", "--crop-margin", "16", "--measure-bf16", "--measure-fp16"]) == 0
     one = load_manifest(tmp_path / "one")  # a subset of the folds ships, e.g. those trained in the time there was
     assert len(one.folds) == 1 and one.description["cv_folds"] == "[1] of 2"
-    check_bf16_agreement(one)  # measured on any CPU when asked (emulated where bf16 is not native)
+    check_agreement(one)  # measured on any CPU when asked (emulated where bf16 is not native)
+    check_agreement(one, "fp16")  # CUDA's fp16, emulated on the CPU
     torch.testing.assert_close(load_models(tmp_path / "one", one, torch.device("cpu"))[0].state_dict()[key], value)
 
 

@@ -8,12 +8,15 @@ highest mean Dice over all held-out cases (a case without blood scores 1 when it
 only the never-empty fallback, else 0; ties: the smallest), then at those settings the smallest
 component of a one-slice input, on the same cases' slices; and, on a CPU with native bf16 (or
 anywhere with ``measure_bf16``), whether the CPU may compute in bf16: only when bf16 masks match
-fp32 masks (pooled Dice ≥ 0.99, total volume within 1 %).
+fp32 masks (pooled Dice ≥ 0.99, total volume within 1 %); with ``measure_fp16``, under the same rule,
+whether CUDA may compute in fp16 autocast (``cuda_precision``; not measured: fp32 on CUDA).
 
 Without native bf16 autocast still computes in bf16, emulated: operands rounded to bf16, products
 accumulated in fp32, outputs rounded to bf16, the rounding points of oneDNN's AMX path; only 10–15×
 slower. So ``measure_bf16`` lets an export made on such a CPU decide for the CPUs that have it, rather
-than writing fp32 for want of a measurement.
+than writing fp32 for want of a measurement. fp16 on the CPU is emulated the same way (operands
+rounded to fp16, fp32 accumulation, as cuDNN's tensor cores do), so a CPU export decides for CUDA;
+`scripts/compare_devices.py` checks the real cuDNN fp16 masks on a GPU.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from scipy import ndimage
 from torch import nn
 
 from model.anatomy import blood_space
-from model.compute import choose_path, cpu_flags, cpu_has_native_bf16
+from model.compute import ComputePath, choose_path, cpu_flags, cpu_has_native_bf16, cpu_model
 from model.families import family
 from model.postprocess import CONNECTIVITY, PostprocessConfig, components_kept, fallback_region, remove_extracranial
 from model.predictor import EnsemblePredictor
@@ -53,7 +56,7 @@ MARGIN_AGREEMENT = 0.999  # pooled Dice against whole-slice masks that a margin 
 TUNING_TABLES = ("oof_score", "crop_margin_agreement", "min_component_ml_oof_dice", "keep_peak_oof_dice",
                  "min_peak_oof_dice",
                  "intracranial_share_oof_dice", "threshold_oof_dice", "single_slice_oof_dice",
-                 "single_slice_oof_slices", "bf16_agreement")  # kept in the manifest
+                 "single_slice_oof_slices", "bf16_agreement", "fp16_agreement")  # kept in the manifest
 BF16_DICE, BF16_VOLUME = 0.99, 0.01  # bf16 masks against fp32 masks: pooled Dice at least, volume within
 RECHECK_MARGINS = (0.05, 0.1, 0.2, 0.3)  # 2D: bf16 probabilities this near the threshold are computed again in fp32
 SLICE_BLOOD_PIXELS = 10  # a held-out slice with this much blood is a positive one-slice input
@@ -263,42 +266,54 @@ def _agreement(fp32: list[np.ndarray], reduced: list[np.ndarray]) -> dict:
             "allowed": pooled >= BF16_DICE and change <= BF16_VOLUME}
 
 
-def precision_agreement(run: Path, config: dict, states: dict[int, dict], threshold: float,
-                        inference: dict, cases: int = BF16_CASES) -> dict:
-    """bf16 against fp32 masks (threshold only) on up to ``cases`` held-out cases, on this CPU (bf16
-    emulated where it is not native): plain bf16, then (2D) with each of :data:`RECHECK_MARGINS` in
-    turn until one meets the rule. ``recheck_margin`` is the margin chosen (0: plain bf16 met it;
-    None: none did, so fp32), and each margin's ``rechecked`` the share of predicted slices it
-    computed again in fp32."""
-    cpu = torch.device("cpu")
-    flags = cpu_flags() | {"avx512_bf16"}  # take the bf16 path here, native or emulated
+def _reduced_path(precision: str) -> ComputePath:
+    """The CPU path that computes as ``precision`` does where it is native: bf16 as on AMX (native or
+    emulated here), fp16 as CUDA's autocast (emulated: fp16 operands, fp32 accumulation)."""
+    if precision == "fp16":
+        return ComputePath("cpu", "fp16", False, cpu_model(), "CUDA's fp16 autocast, emulated on the CPU")
+    return choose_path(torch.device("cpu"), "auto", "auto", flags=cpu_flags() | {"avx512_bf16"})
 
-    def predictor(model: nn.Module, precision: str, margin: float = 0.0) -> EnsemblePredictor:
+
+def precision_agreement(run: Path, config: dict, states: dict[int, dict], threshold: float,
+                        inference: dict, precisions: tuple[str, ...] = ("bf16",),
+                        cases: int = BF16_CASES) -> dict[str, dict]:
+    """Per reduced precision (``"bf16"``: the CPU's, ``"fp16"``: CUDA's), its masks against fp32 masks
+    (threshold only) on up to ``cases`` held-out cases, computed on this CPU (emulated where not
+    native): plain, then (2D) with each of :data:`RECHECK_MARGINS` in turn until one meets the rule.
+    ``recheck_margin`` is the margin chosen (0: plain met it; None: none did, so fp32), and each
+    margin's ``rechecked`` the share of predicted slices it computed again in fp32."""
+    cpu = torch.device("cpu")
+
+    def predictor(model: nn.Module, path: ComputePath, margin: float = 0.0) -> EnsemblePredictor:
         manifest = probe_manifest(config["family"], config["input_mode"], config["network"],
                                   {**inference, "recheck_margin": margin})
-        return EnsemblePredictor([model], manifest, cpu, path=choose_path(cpu, "auto", precision, flags=flags))
+        return EnsemblePredictor([model], manifest, cpu, path=path)
 
     held_out = [(np.asarray(case.hu(), dtype=np.float32), model)
                 for case, model in itertools.islice(_held_out(run, config, states, cpu), cases)]
     slice_wise = family(config["family"]).slice_wise
     fp32, slices = [], 0
     for hu, model in held_out:
-        exact = predictor(model, "fp32")
+        exact = predictor(model, choose_path(cpu, "fp32"))
         fp32.append(exact(hu) > threshold)
         slices += len(exact.slice_plan(hu)) if slice_wise else 0
     margins = (0.0, *RECHECK_MARGINS) if slice_wise else (0.0,)
-    result: dict = {"cases": len(held_out), "margins": {}, "recheck_margin": None}
-    for margin in margins:
-        predictions = [predictor(model, "auto", margin).predict(hu) for hu, model in held_out]
-        agreement = _agreement(fp32, [p.prob > threshold for p in predictions])
-        rechecked = sum(p.rechecked for p in predictions) / max(slices, 1)
-        result["margins"][str(margin)] = {**agreement, "rechecked": round(rechecked, 4)}
-        if agreement["allowed"]:
-            result["recheck_margin"] = margin
-            break
-    plain = result["margins"]["0.0"]
-    return {**result, "dice": plain["dice"], "volume_change": plain["volume_change"],
-            "allowed": result["recheck_margin"] is not None}
+    results = {}
+    for precision in precisions:
+        path = _reduced_path(precision)
+        result: dict = {"cases": len(held_out), "margins": {}, "recheck_margin": None}
+        for margin in margins:
+            predictions = [predictor(model, path, margin).predict(hu) for hu, model in held_out]
+            agreement = _agreement(fp32, [p.prob > threshold for p in predictions])
+            rechecked = sum(p.rechecked for p in predictions) / max(slices, 1)
+            result["margins"][str(margin)] = {**agreement, "rechecked": round(rechecked, 4)}
+            if agreement["allowed"]:
+                result["recheck_margin"] = margin
+                break
+        plain = result["margins"]["0.0"]
+        results[precision] = {**result, "dice": plain["dice"], "volume_change": plain["volume_change"],
+                              "allowed": result["recheck_margin"] is not None}
+    return results
 
 
 def _single_slice_choice(scores: dict[tuple, tuple[list[float], list[float]]], threshold: float,
@@ -337,10 +352,11 @@ def export_run(run: Path, weights_dir: Path, checkpoint: str = "best", threshold
                device: torch.device | None = None, crop_margin: int | None = None,
                folds: list[int] | None = None, intracranial_share: float | None = None,
                keep_peak: float | None = None, mirror: bool = False, measure_bf16: bool = False,
-               min_peak: float | None = None) -> Manifest:
+               min_peak: float | None = None, measure_fp16: bool = False) -> Manifest:
     """Write ``weights_dir`` from the run's folds (``folds``: a subset, e.g. those trained in the time
     there was); ``None`` settings are chosen out-of-fold, on the cases those folds held out.
-    ``measure_bf16``: decide ``cpu_precision`` on a CPU without native bf16 too (emulated, slow)."""
+    ``measure_bf16``: decide ``cpu_precision`` on a CPU without native bf16 too (emulated, slow);
+    ``measure_fp16``: decide ``cuda_precision`` (fp16 emulated on the CPU, slow; unmeasured: fp32)."""
     config_path = run / "config.json"
     if not config_path.is_file():
         raise FileNotFoundError(f"{config_path}: not a training run folder (no config.json)")
@@ -364,13 +380,15 @@ def export_run(run: Path, weights_dir: Path, checkpoint: str = "best", threshold
         crop_margin = tuning["crop_margin"]
     if slices:
         inference["crop_margin"] = int(crop_margin)
-    inference["cpu_precision"] = "fp32"
-    if cpu_has_native_bf16() or measure_bf16:
-        agreement = precision_agreement(run, config, states, threshold, inference)
-        inference["cpu_precision"] = "auto" if agreement["allowed"] else "fp32"
-        if agreement["allowed"] and agreement["recheck_margin"]:
-            inference["recheck_margin"] = agreement["recheck_margin"]
-        tuning = {**(tuning or {}), "bf16_agreement": agreement}
+    measured = (("bf16",) if cpu_has_native_bf16() or measure_bf16 else ()) + (("fp16",) if measure_fp16 else ())
+    agreements = precision_agreement(run, config, states, threshold, inference, measured) if measured else {}
+    for precision, key in (("bf16", "cpu_precision"), ("fp16", "cuda_precision")):
+        agreement = agreements.get(precision, {"allowed": False})
+        inference[key] = "auto" if agreement["allowed"] else "fp32"
+        if agreement["allowed"] and agreement["recheck_margin"]:  # one margin serves both: the larger
+            inference["recheck_margin"] = max(agreement["recheck_margin"], inference.get("recheck_margin", 0.0))
+        if precision in agreements:
+            tuning = {**(tuning or {}), f"{precision}_agreement": agreement}
     scores = []
     for fold in states:
         last_stage = training_family(config["family"]).stages[-1]
