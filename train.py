@@ -109,6 +109,9 @@ def _export_parser(sub: argparse._SubParsersAction) -> None:
     export.add_argument("--measure-bf16", action="store_true",
                         help="measure bf16 against fp32 masks on a CPU without native bf16 too (emulated, 10-15x "
                              "slower), so the manifest can allow bf16 where it is native")
+    export.add_argument("--tune-on", type=Path, default=None,
+                        help="choose the post-processing on this INSTANCE-layout folder's labelled cases (train/), "
+                             "predicted by the exported folds' ensemble, instead of out of fold")
     export.add_argument("--measure-fp16", action="store_true",
                         help="measure CUDA's fp16 autocast against fp32 masks (emulated on the CPU, slow), so the "
                              "manifest can allow fp16 on CUDA (default: fp32 there)")
@@ -148,7 +151,8 @@ def export(args: argparse.Namespace) -> int:
     manifest = export_run(args.run, args.weights, args.checkpoint, args.threshold, args.min_component_ml,
                           not args.no_never_empty, description, crop_margin=args.crop_margin, folds=args.folds,
                           intracranial_share=args.intracranial_share, keep_peak=args.keep_peak, min_peak=args.min_peak,
-                          mirror=args.mirror, measure_bf16=args.measure_bf16, measure_fp16=args.measure_fp16)
+                          mirror=args.mirror, measure_bf16=args.measure_bf16, measure_fp16=args.measure_fp16,
+                          tune_on=args.tune_on)
     total = sum((args.weights / f.file).stat().st_size for f in manifest.folds)
     print(f"wrote {args.weights}: {len(manifest.folds)} fold(s), {total / 1e6:.1f} MB, "
           f"min_component_ml {manifest.postprocess.min_component_ml} "

@@ -270,6 +270,37 @@ def test_export_picks_the_smallest_margin_that_matches_whole_slices(dataset: Pat
     assert manifest.postprocess.single_slice_min_component_ml == 0.0  # ties: the smallest
 
 
+def test_export_can_tune_on_a_set_the_ensemble_predicts(dataset: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ``--tune-on`` every case of that folder is predicted by all exported folds together, as the
+    container predicts, so a finding the folds disagree on (mean 0.6) is there for the peak rule to see."""
+    run = tmp_path / "run"
+    assert fit(dataset, run, "--folds", "2", "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "2") == 0
+    tune = write_dataset(tmp_path / "tune", 3, first_seed=10)
+    seen: list[tuple[str, int]] = []
+
+    def fake_predict(model, manifest, case, device) -> np.ndarray:
+        seen.append((case.name, len(model)))
+        label = np.asarray(case.label()) > 0
+        prob = label.astype(np.float32)  # every fold finds the blood
+        speck = np.zeros_like(label)
+        speck[:, :6, :6] = True  # and one of two folds a large false finding, away from it
+        prob[speck & ~ndimage.binary_dilation(label, iterations=2)] = 0.6
+        return prob
+
+    monkeypatch.setattr(export_module, "predict_case", fake_predict)
+    assert train.main(["export", "--run", str(run), "--weights", str(tmp_path / "w"), "--crop-margin", "16",
+                       "--threshold", "0.5", "--intracranial-share", "0", "--tune-on", str(tune)]) == 0
+    manifest = load_manifest(tmp_path / "w")
+    assert sorted(seen) == [("001", 2), ("002", 2), ("003", 2)]  # the set's cases, each by both folds
+    assert str(tune) in manifest.description["tuned_on"]
+    assert manifest.postprocess.min_peak >= 0.7  # the disagreed finding removed by the peak rule
+    assert manifest.description["oof_score"] == 1.0
+    assert train.main(["export", "--run", str(run), "--weights", str(tmp_path / "oof"), "--crop-margin", "16",
+                       "--threshold", "0.5"]) == 0  # out of fold: each held-out case by its own fold's model
+    assert {n for _, n in seen[3:]} == {1} and load_manifest(tmp_path / "oof").description["tuned_on"] == "out of fold"
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_tuning_scores_equal_postprocessing_each_candidate(seed: int) -> None:
     """Export scores every (min component, keep peak, min peak) from one labelling; each score must equal

@@ -53,7 +53,7 @@ THRESHOLD_CANDIDATES = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)  # of the mean fold probab
 CROP_MARGIN_CANDIDATES = (0, 8, 16, 32, 64)  # pixels
 WHOLE_SLICE = 1 << 16  # a crop margin wider than any slice: the crop is the whole slice
 MARGIN_AGREEMENT = 0.999  # pooled Dice against whole-slice masks that a margin must reach
-TUNING_TABLES = ("oof_score", "crop_margin_agreement", "min_component_ml_oof_dice", "keep_peak_oof_dice",
+TUNING_TABLES = ("tuned_on", "oof_score", "crop_margin_agreement", "min_component_ml_oof_dice", "keep_peak_oof_dice",
                  "min_peak_oof_dice",
                  "intracranial_share_oof_dice", "threshold_oof_dice", "single_slice_oof_dice",
                  "single_slice_oof_slices", "bf16_agreement", "fp16_agreement")  # kept in the manifest
@@ -90,7 +90,7 @@ def _model(config: dict, state: dict, device: torch.device) -> nn.Module:
 
 
 def _held_out(run: Path, config: dict, states: dict[int, dict],
-              device: torch.device) -> Iterator[tuple[CachedCase, nn.Module]]:
+              device: torch.device) -> Iterator[tuple[CachedCase, list[nn.Module]]]:
     """Every case held out by the exported folds, with the model of the fold that never trained on it."""
     spacing = parse_spacing(config["inference"].get("spacing_zyx"))
     cases = {c.name: cache_case(c, run / "cache", spacing) for c in find_cases(Path(config["dataset"]))}
@@ -99,7 +99,19 @@ def _held_out(run: Path, config: dict, states: dict[int, dict],
             continue
         model = _model(config, states[fold], device)
         for name in split["val"]:
-            yield cases[name], model
+            yield cases[name], [model]
+
+
+def _tuning_set(folder: Path, run: Path, config: dict, states: dict[int, dict],
+                device: torch.device) -> Iterator[tuple[CachedCase, list[nn.Module]]]:
+    """Every labelled case of ``folder`` (INSTANCE layout, ``train/``), with every exported fold: the
+    ensemble predicts them as the container will. Out of fold, each case sees one fold's model, whose
+    probability is near 0 or 1 wherever that model is sure; the ensemble's mean tells a finding all
+    folds agree on (1.0) from one that two of three make (0.67), which the peak rules can use."""
+    spacing = parse_spacing(config["inference"].get("spacing_zyx"))
+    models = [_model(config, state, device) for state in states.values()]
+    for case in find_cases(folder):
+        yield cache_case(case, run / "cache", spacing), models
 
 
 def _component_scores(prob: np.ndarray, mask: np.ndarray, label: np.ndarray, spacing_zyx: tuple[float, ...],
@@ -175,7 +187,7 @@ def _single_slice_scores(prob: np.ndarray, mask: np.ndarray, label: np.ndarray, 
 
 
 def tune_out_of_fold(run: Path, config: dict, states: dict[int, dict], threshold: float | None, device: torch.device,
-                     margins: tuple[int, ...] = CROP_MARGIN_CANDIDATES) -> dict:
+                     margins: tuple[int, ...] = CROP_MARGIN_CANDIDATES, tune_on: Path | None = None) -> dict:
     """Choose the 2D crop margin and the post-processing on out-of-fold predictions.
 
     The margin is the smallest of ``margins`` whose masks (threshold only) agree with whole-slice
@@ -185,6 +197,9 @@ def tune_out_of_fold(run: Path, config: dict, states: dict[int, dict], threshold
     the combination with the best mean score (never-empty on) at that margin over all held-out cases:
     Dice on those with haemorrhage; on those without, 1 for a mask that is empty or only the fallback
     (ties: the smallest of each). The 3D cascade crops to the head, no margin.
+
+    ``tune_on``: score the ensemble of the exported folds on that folder's labelled cases instead (a
+    set kept apart for this, neither trained on nor the test set): :func:`_tuning_set`.
     """
     one_slice = family(config["family"]).slice_wise
     compare = one_slice and len(margins) > 1
@@ -197,7 +212,8 @@ def tune_out_of_fold(run: Path, config: dict, states: dict[int, dict], threshold
     scores: dict[int, dict[tuple, list[float]]] = {m: {c: [] for c in combos} for m in runs}
     slice_scores: dict[int, dict[tuple, tuple[list[float], list[float]]]] = \
         {m: {c: ([], []) for c in combos} for m in runs}
-    for case, model in _held_out(run, config, states, device):
+    cases = _tuning_set(tune_on, run, config, states, device) if tune_on else _held_out(run, config, states, device)
+    for case, model in cases:
         label = np.asarray(case.label())
         inside = blood_space(np.asarray(case.hu(), dtype=np.float32))
         intracranial = inside.reshape(len(inside), -1).any(axis=1)
@@ -243,7 +259,8 @@ def tune_out_of_fold(run: Path, config: dict, states: dict[int, dict], threshold
         return round(max(v for c, v in means.items() if match(c)), 4)
 
     single = _single_slice_choice(slice_scores[chosen], t, share, peak, low) if one_slice else {}
-    return {**single, "crop_margin": chosen, "crop_margin_agreement": agreement if compare else None,
+    return {**single, "tuned_on": f"ensemble of folds {sorted(states)} on {tune_on}" if tune_on else "out of fold",
+            "crop_margin": chosen, "crop_margin_agreement": agreement if compare else None,
             "threshold": t, "min_component_ml": best, "intracranial_share": share, "keep_peak": peak,
             "min_peak": low, "oof_score": round(means[t, share, best, peak, low], 4),
             "min_component_ml_oof_dice": {str(ml): best_of(lambda c, ml=ml: c[:3] == (t, share, ml))
@@ -284,10 +301,10 @@ def precision_agreement(run: Path, config: dict, states: dict[int, dict], thresh
     margin's ``rechecked`` the share of predicted slices it computed again in fp32."""
     cpu = torch.device("cpu")
 
-    def predictor(model: nn.Module, path: ComputePath, margin: float = 0.0) -> EnsemblePredictor:
+    def predictor(model: list[nn.Module], path: ComputePath, margin: float = 0.0) -> EnsemblePredictor:
         manifest = probe_manifest(config["family"], config["input_mode"], config["network"],
                                   {**inference, "recheck_margin": margin})
-        return EnsemblePredictor([model], manifest, cpu, path=path)
+        return EnsemblePredictor(model, manifest, cpu, path=path)
 
     held_out = [(np.asarray(case.hu(), dtype=np.float32), model)
                 for case, model in itertools.islice(_held_out(run, config, states, cpu), cases)]
@@ -352,9 +369,10 @@ def export_run(run: Path, weights_dir: Path, checkpoint: str = "best", threshold
                device: torch.device | None = None, crop_margin: int | None = None,
                folds: list[int] | None = None, intracranial_share: float | None = None,
                keep_peak: float | None = None, mirror: bool = False, measure_bf16: bool = False,
-               min_peak: float | None = None, measure_fp16: bool = False) -> Manifest:
+               min_peak: float | None = None, measure_fp16: bool = False, tune_on: Path | None = None) -> Manifest:
     """Write ``weights_dir`` from the run's folds (``folds``: a subset, e.g. those trained in the time
-    there was); ``None`` settings are chosen out-of-fold, on the cases those folds held out.
+    there was); ``None`` settings are chosen out-of-fold, on the cases those folds held out, or with
+    ``tune_on`` on that folder's cases as the ensemble predicts them.
     ``measure_bf16``: decide ``cpu_precision`` on a CPU without native bf16 too (emulated, slow);
     ``measure_fp16``: decide ``cuda_precision`` (fp16 emulated on the CPU, slow; unmeasured: fp32)."""
     config_path = run / "config.json"
@@ -369,7 +387,8 @@ def export_run(run: Path, weights_dir: Path, checkpoint: str = "best", threshold
     if None in (min_component_ml, intracranial_share, threshold, keep_peak, min_peak) or \
             (slices and crop_margin is None):
         margins = CROP_MARGIN_CANDIDATES if crop_margin is None else (crop_margin,)
-        tuning = tune_out_of_fold(run, config, states, threshold, device or torch.device("cpu"), margins)
+        tuning = tune_out_of_fold(run, config, states, threshold, device or torch.device("cpu"), margins,
+                                  tune_on)
         (run / "export_tuning.json").write_text(json.dumps(tuning, indent=1) + "\n")
         min_component_ml = tuning["min_component_ml"] if min_component_ml is None else min_component_ml
         intracranial_share = tuning["intracranial_share"] if intracranial_share is None else intracranial_share

@@ -36,9 +36,11 @@ def probe_manifest(family: str, input_mode: str, network: dict, inference: dict)
                                "inference": inference, "folds": [{"file": "in-memory", "sha256": "-"}]})
 
 
-def predict_case(model: nn.Module, manifest: Manifest, case: CachedCase, device: torch.device) -> np.ndarray:
-    """Probability volume of one cached case from one model in eval mode."""
-    return EnsemblePredictor([model], manifest, device)(np.asarray(case.hu(), dtype=np.float32))
+def predict_case(model: nn.Module | list[nn.Module], manifest: Manifest, case: CachedCase,
+                 device: torch.device) -> np.ndarray:
+    """Probability volume of one cached case from one model in eval mode (or the mean of several)."""
+    models = model if isinstance(model, list) else [model]
+    return EnsemblePredictor(models, manifest, device)(np.asarray(case.hu(), dtype=np.float32))
 
 
 @torch.no_grad()
