@@ -2,6 +2,7 @@
 
     python train.py fit --data DATASET --out RUN [--family segresnet2d|cascade3d] [--fold all|K] ...
     python train.py export --run RUN --weights weights/
+    python train.py retune --weights weights/ --tune-on LABELLED --out NEW_WEIGHTS
 
 ``DATASET`` is in INSTANCE layout (``train/data/NNN.nii.gz`` + ``train/label/NNN.nii.gz``). Several
 GPUs or nodes: launch ``fit`` with ``torchrun`` (docs/training.md has the exact commands).
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -22,9 +24,10 @@ from model.families import CASCADE3D, FAMILIES, SEGRESNET2D
 from model.io import CaseError
 from model.networks import SegResNet2DNetwork
 from model.settings import PatchInference
+from model.weights import Manifest, WeightsError
 from model.windowing import CHANNELS
 from training.distributed import setup, teardown
-from training.export import TUNING_TABLES, export_run
+from training.export import TUNING_TABLES, export_run, retune_weights
 from training.families import TRAINING
 from training.folds import run_training
 
@@ -119,11 +122,27 @@ def _export_parser(sub: argparse._SubParsersAction) -> None:
                         help="extra manifest description field (repeatable)")
 
 
+def _retune_parser(sub: argparse._SubParsersAction) -> None:
+    retune = sub.add_parser("retune", help="a weights folder's post-processing chosen again on a labelled set "
+                                           "(no training run needed; fold files copied unchanged)")
+    retune.add_argument("--weights", type=Path, required=True, help="weights folder to start from")
+    retune.add_argument("--tune-on", type=Path, required=True,
+                        help="INSTANCE-layout folder whose labelled cases (train/) the ensemble predicts")
+    retune.add_argument("--out", type=Path, required=True, help="weights folder to write")
+    retune.add_argument("--cache", type=Path, default=None,
+                        help="where the resampled cases are kept between runs (default: a temporary folder)")
+    retune.add_argument("--measure-bf16", action="store_true",
+                        help="measure bf16 against fp32 masks on a CPU without native bf16 too (emulated)")
+    retune.add_argument("--measure-fp16", action="store_true",
+                        help="measure CUDA's fp16 autocast against fp32 masks (emulated on the CPU)")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _fit_parser(sub)
     _export_parser(sub)
+    _retune_parser(sub)
     return parser.parse_args(argv)
 
 
@@ -153,8 +172,22 @@ def export(args: argparse.Namespace) -> int:
                           intracranial_share=args.intracranial_share, keep_peak=args.keep_peak, min_peak=args.min_peak,
                           mirror=args.mirror, measure_bf16=args.measure_bf16, measure_fp16=args.measure_fp16,
                           tune_on=args.tune_on)
-    total = sum((args.weights / f.file).stat().st_size for f in manifest.folds)
-    print(f"wrote {args.weights}: {len(manifest.folds)} fold(s), {total / 1e6:.1f} MB, "
+    _report(args.weights, manifest)
+    return 0
+
+
+def retune(args: argparse.Namespace) -> int:
+    with tempfile.TemporaryDirectory(prefix="ich-retune-") as scratch:
+        manifest = retune_weights(args.weights, args.out, args.tune_on, args.cache or Path(scratch),
+                                  args.measure_bf16, args.measure_fp16)
+    _report(args.out, manifest)
+    return 0
+
+
+def _report(weights: Path, manifest: Manifest) -> None:
+    """What was written: size, the chosen post-processing and the tuning tables."""
+    total = sum((weights / f.file).stat().st_size for f in manifest.folds)
+    print(f"wrote {weights}: {len(manifest.folds)} fold(s), {total / 1e6:.1f} MB, threshold {manifest.threshold}, "
           f"min_component_ml {manifest.postprocess.min_component_ml} "
           f"(one slice: {manifest.postprocess.min_component_for(1)}), keep_peak {manifest.postprocess.keep_peak}, "
           f"min_peak {manifest.postprocess.min_peak}, "
@@ -162,7 +195,6 @@ def export(args: argparse.Namespace) -> int:
           f"{manifest.postprocess.intracranial_share}, crop_margin "
           f"{manifest.inference.crop_margin if manifest.spec.slice_wise else '-'}")
     print(json.dumps({k: manifest.description[k] for k in TUNING_TABLES if k in manifest.description}))
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,8 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     keep_freed_memory()  # a training step of 8 × 192² on the 2-core EPYC: 2.2–2.9 → 1.2–1.4 s (model.allocator)
     try:
-        code = fit(args) if args.command == "fit" else export(args)
-    except (CaseError, FileNotFoundError, ValueError) as err:
+        code = {"fit": fit, "export": export, "retune": retune}[args.command](args)
+    except (CaseError, FileNotFoundError, ValueError, WeightsError) as err:
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     print(f"{args.command}: {time.perf_counter() - started:.0f} s")

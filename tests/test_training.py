@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -299,6 +300,45 @@ def test_export_can_tune_on_a_set_the_ensemble_predicts(dataset: Path, tmp_path:
     assert train.main(["export", "--run", str(run), "--weights", str(tmp_path / "oof"), "--crop-margin", "16",
                        "--threshold", "0.5"]) == 0  # out of fold: each held-out case by its own fold's model
     assert {n for _, n in seen[3:]} == {1} and load_manifest(tmp_path / "oof").description["tuned_on"] == "out of fold"
+
+
+def test_retune_rechooses_a_weights_folders_postprocessing_without_its_run(dataset: Path, tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """``retune`` needs only the weights folder and a labelled set: the folds' files are copied byte for
+    byte, the post-processing is chosen on the set as the ensemble predicts it, everything else kept."""
+    run = tmp_path / "run"
+    assert fit(dataset, run, "--folds", "2", "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "2") == 0
+    assert train.main(["export", "--run", str(run), "--weights", str(tmp_path / "w"), "--crop-margin", "16",
+                       "--threshold", "0.5", "--min-component-ml", "0.5", "--intracranial-share", "0",
+                       "--keep-peak", "1", "--min-peak", "0"]) == 0
+    shutil.rmtree(run)  # the run is gone: only the weights folder is left
+    tune = write_dataset(tmp_path / "tune", 3, first_seed=10)
+    seen: list[tuple[str, int]] = []
+
+    def fake_predict(models, manifest, case, device) -> np.ndarray:
+        seen.append((case.name, len(models)))
+        assert manifest.inference.crop_margin == 16  # the folder's own margin
+        assert manifest.inference.cpu_precision == manifest.inference.cuda_precision == "fp32"  # tuned as export tunes
+        label = np.asarray(case.label()) > 0
+        prob = label.astype(np.float32) * 0.45  # the ensemble is sure of the blood only at 0.45
+        speck = np.zeros_like(label)
+        speck[:, :6, :6] = True  # and half of it of a false finding away from the blood
+        prob[speck & ~ndimage.binary_dilation(label, iterations=2)] = 0.35
+        return prob
+
+    monkeypatch.setattr(export_module, "predict_case", fake_predict)
+    assert train.main(["retune", "--weights", str(tmp_path / "w"), "--tune-on", str(tune),
+                       "--out", str(tmp_path / "new")]) == 0
+    before, after = load_manifest(tmp_path / "w"), load_manifest(tmp_path / "new")
+    assert sorted(seen) == [("001", 2), ("002", 2), ("003", 2)]  # the set's cases, each by both folds
+    for old, new in zip(before.folds, after.folds, strict=True):
+        assert (tmp_path / "w" / old.file).read_bytes() == (tmp_path / "new" / new.file).read_bytes()
+    assert before.threshold == 0.5 and after.threshold < 0.45  # at 0.5 and over only the fallback is left
+    assert after.description["oof_score"] == 1.0 and str(tune) in after.description["tuned_on"]
+    assert after.network == before.network and after.inference.crop_margin == 16
+    assert after.description["trained_on"] == before.description["trained_on"] and "retuned" in after.description
+    assert train.main(["retune", "--weights", str(tmp_path / "missing"), "--tune-on", str(tune),
+                       "--out", str(tmp_path / "x")]) == 2  # one clear line, no traceback
 
 
 @pytest.mark.parametrize("seed", range(4))

@@ -25,7 +25,7 @@ import itertools
 import json
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +39,7 @@ from model.families import family
 from model.postprocess import CONNECTIVITY, PostprocessConfig, components_kept, fallback_region, remove_extracranial
 from model.predictor import EnsemblePredictor
 from model.spacing import parse_spacing, voxel_ml
-from model.weights import Manifest, build_model, write_weights
+from model.weights import MANIFEST, Manifest, build_model, load_manifest, write_weights
 from training.data import CachedCase, cache_case
 from training.families import checkpoint_path, training_family, training_record
 from training.splits import find_cases, read_splits
@@ -102,7 +102,7 @@ def _held_out(run: Path, config: dict, states: dict[int, dict],
             yield cases[name], [model]
 
 
-def _tuning_set(folder: Path, run: Path, config: dict, states: dict[int, dict],
+def _tuning_set(folder: Path, cache: Path, config: dict, states: dict[int, dict],
                 device: torch.device) -> Iterator[tuple[CachedCase, list[nn.Module]]]:
     """Every labelled case of ``folder`` (INSTANCE layout, ``train/``), with every exported fold: the
     ensemble predicts them as the container will. Out of fold, each case sees one fold's model, whose
@@ -111,7 +111,7 @@ def _tuning_set(folder: Path, run: Path, config: dict, states: dict[int, dict],
     spacing = parse_spacing(config["inference"].get("spacing_zyx"))
     models = [_model(config, state, device) for state in states.values()]
     for case in find_cases(folder):
-        yield cache_case(case, run / "cache", spacing), models
+        yield cache_case(case, cache, spacing), models
 
 
 def _component_scores(prob: np.ndarray, mask: np.ndarray, label: np.ndarray, spacing_zyx: tuple[float, ...],
@@ -186,8 +186,9 @@ def _single_slice_scores(prob: np.ndarray, mask: np.ndarray, label: np.ndarray, 
     return scores
 
 
-def tune_out_of_fold(run: Path, config: dict, states: dict[int, dict], threshold: float | None, device: torch.device,
-                     margins: tuple[int, ...] = CROP_MARGIN_CANDIDATES, tune_on: Path | None = None) -> dict:
+def tune_out_of_fold(cases: Iterable[tuple[CachedCase, list[nn.Module]]], config: dict, threshold: float | None,
+                     device: torch.device, margins: tuple[int, ...] = CROP_MARGIN_CANDIDATES,
+                     tuned_on: str = "out of fold") -> dict:
     """Choose the 2D crop margin and the post-processing on out-of-fold predictions.
 
     The margin is the smallest of ``margins`` whose masks (threshold only) agree with whole-slice
@@ -198,8 +199,9 @@ def tune_out_of_fold(run: Path, config: dict, states: dict[int, dict], threshold
     Dice on those with haemorrhage; on those without, 1 for a mask that is empty or only the fallback
     (ties: the smallest of each). The 3D cascade crops to the head, no margin.
 
-    ``tune_on``: score the ensemble of the exported folds on that folder's labelled cases instead (a
-    set kept apart for this, neither trained on nor the test set): :func:`_tuning_set`.
+    ``cases``: each labelled case with the models that predict it: out of fold (:func:`_held_out`), or
+    the exported folds' ensemble on a set kept apart for this, neither trained on nor the test set
+    (:func:`_tuning_set`); ``tuned_on`` says which, in the result.
     """
     one_slice = family(config["family"]).slice_wise
     compare = one_slice and len(margins) > 1
@@ -212,8 +214,7 @@ def tune_out_of_fold(run: Path, config: dict, states: dict[int, dict], threshold
     scores: dict[int, dict[tuple, list[float]]] = {m: {c: [] for c in combos} for m in runs}
     slice_scores: dict[int, dict[tuple, tuple[list[float], list[float]]]] = \
         {m: {c: ([], []) for c in combos} for m in runs}
-    cases = _tuning_set(tune_on, run, config, states, device) if tune_on else _held_out(run, config, states, device)
-    for case, model in cases:
+    for case, models in cases:
         label = np.asarray(case.label())
         inside = blood_space(np.asarray(case.hu(), dtype=np.float32))
         intracranial = inside.reshape(len(inside), -1).any(axis=1)
@@ -221,7 +222,7 @@ def tune_out_of_fold(run: Path, config: dict, states: dict[int, dict], threshold
         for margin in runs:
             inference = {**config["inference"], "crop_margin": margin}
             manifest = probe_manifest(config["family"], config["input_mode"], config["network"], inference)
-            prob = probs[margin] = predict_case(model, manifest, case, device)
+            prob = probs[margin] = predict_case(models, manifest, case, device)
             cap = PostprocessConfig().fallback_max_ml
             fallbacks = {on: fallback_region(prob, case.spacing_zyx, cap, inside if on else None)
                          for on in (False, True)}  # the filter on or off, as postprocess does
@@ -252,14 +253,14 @@ def tune_out_of_fold(run: Path, config: dict, states: dict[int, dict], threshold
         else margins[0]
     means = {combo: float(np.mean(v)) for combo, v in scores[chosen].items() if v}
     if not means:
-        raise ValueError(f"{run}: no held-out case to choose min_component_ml on; pass it")
+        raise ValueError(f"{tuned_on}: no labelled case to choose min_component_ml on; pass it")
     t, share, best, peak, low = max(combos, key=lambda c: (round(means[c], 6), -c[0], -c[1], -c[2], c[3], -c[4]))
 
     def best_of(match) -> float:
         return round(max(v for c, v in means.items() if match(c)), 4)
 
     single = _single_slice_choice(slice_scores[chosen], t, share, peak, low) if one_slice else {}
-    return {**single, "tuned_on": f"ensemble of folds {sorted(states)} on {tune_on}" if tune_on else "out of fold",
+    return {**single, "tuned_on": tuned_on,
             "crop_margin": chosen, "crop_margin_agreement": agreement if compare else None,
             "threshold": t, "min_component_ml": best, "intracranial_share": share, "keep_peak": peak,
             "min_peak": low, "oof_score": round(means[t, share, best, peak, low], 4),
@@ -291,27 +292,27 @@ def _reduced_path(precision: str) -> ComputePath:
     return choose_path(torch.device("cpu"), "auto", "auto", flags=cpu_flags() | {"avx512_bf16"})
 
 
-def precision_agreement(run: Path, config: dict, states: dict[int, dict], threshold: float,
+def precision_agreement(cases: Iterable[tuple[CachedCase, list[nn.Module]]], config: dict, threshold: float,
                         inference: dict, precisions: tuple[str, ...] = ("bf16",),
-                        cases: int = BF16_CASES) -> dict[str, dict]:
+                        count: int = BF16_CASES) -> dict[str, dict]:
     """Per reduced precision (``"bf16"``: the CPU's, ``"fp16"``: CUDA's), its masks against fp32 masks
-    (threshold only) on up to ``cases`` held-out cases, computed on this CPU (emulated where not
+    (threshold only) on the first ``count`` of ``cases``, computed on this CPU (emulated where not
     native): plain, then (2D) with each of :data:`RECHECK_MARGINS` in turn until one meets the rule.
     ``recheck_margin`` is the margin chosen (0: plain met it; None: none did, so fp32), and each
     margin's ``rechecked`` the share of predicted slices it computed again in fp32."""
     cpu = torch.device("cpu")
 
-    def predictor(model: list[nn.Module], path: ComputePath, margin: float = 0.0) -> EnsemblePredictor:
+    def predictor(models: list[nn.Module], path: ComputePath, margin: float = 0.0) -> EnsemblePredictor:
         manifest = probe_manifest(config["family"], config["input_mode"], config["network"],
                                   {**inference, "recheck_margin": margin})
-        return EnsemblePredictor(model, manifest, cpu, path=path)
+        return EnsemblePredictor(models, manifest, cpu, path=path)
 
-    held_out = [(np.asarray(case.hu(), dtype=np.float32), model)
-                for case, model in itertools.islice(_held_out(run, config, states, cpu), cases)]
+    held_out = [(np.asarray(case.hu(), dtype=np.float32), models)
+                for case, models in itertools.islice(cases, count)]
     slice_wise = family(config["family"]).slice_wise
     fp32, slices = [], 0
-    for hu, model in held_out:
-        exact = predictor(model, choose_path(cpu, "fp32"))
+    for hu, models in held_out:
+        exact = predictor(models, choose_path(cpu, "fp32"))
         fp32.append(exact(hu) > threshold)
         slices += len(exact.slice_plan(hu)) if slice_wise else 0
     margins = (0.0, *RECHECK_MARGINS) if slice_wise else (0.0,)
@@ -320,7 +321,7 @@ def precision_agreement(run: Path, config: dict, states: dict[int, dict], thresh
         path = _reduced_path(precision)
         result: dict = {"cases": len(held_out), "margins": {}, "recheck_margin": None}
         for margin in margins:
-            predictions = [predictor(model, path, margin).predict(hu) for hu, model in held_out]
+            predictions = [predictor(models, path, margin).predict(hu) for hu, models in held_out]
             agreement = _agreement(fp32, [p.prob > threshold for p in predictions])
             rechecked = sum(p.rechecked for p in predictions) / max(slices, 1)
             result["margins"][str(margin)] = {**agreement, "rechecked": round(rechecked, 4)}
@@ -387,8 +388,11 @@ def export_run(run: Path, weights_dir: Path, checkpoint: str = "best", threshold
     if None in (min_component_ml, intracranial_share, threshold, keep_peak, min_peak) or \
             (slices and crop_margin is None):
         margins = CROP_MARGIN_CANDIDATES if crop_margin is None else (crop_margin,)
-        tuning = tune_out_of_fold(run, config, states, threshold, device or torch.device("cpu"), margins,
-                                  tune_on)
+        device = device or torch.device("cpu")
+        cases = _tuning_set(tune_on, run / "cache", config, states, device) if tune_on else \
+            _held_out(run, config, states, device)
+        tuned_on = f"ensemble of folds {sorted(states)} on {tune_on}" if tune_on else "out of fold"
+        tuning = tune_out_of_fold(cases, config, threshold, device, margins, tuned_on)
         (run / "export_tuning.json").write_text(json.dumps(tuning, indent=1) + "\n")
         min_component_ml = tuning["min_component_ml"] if min_component_ml is None else min_component_ml
         intracranial_share = tuning["intracranial_share"] if intracranial_share is None else intracranial_share
@@ -399,15 +403,10 @@ def export_run(run: Path, weights_dir: Path, checkpoint: str = "best", threshold
         crop_margin = tuning["crop_margin"]
     if slices:
         inference["crop_margin"] = int(crop_margin)
-    measured = (("bf16",) if cpu_has_native_bf16() or measure_bf16 else ()) + (("fp16",) if measure_fp16 else ())
-    agreements = precision_agreement(run, config, states, threshold, inference, measured) if measured else {}
-    for precision, key in (("bf16", "cpu_precision"), ("fp16", "cuda_precision")):
-        agreement = agreements.get(precision, {"allowed": False})
-        inference[key] = "auto" if agreement["allowed"] else "fp32"
-        if agreement["allowed"] and agreement["recheck_margin"]:  # one margin serves both: the larger
-            inference["recheck_margin"] = max(agreement["recheck_margin"], inference.get("recheck_margin", 0.0))
-        if precision in agreements:
-            tuning = {**(tuning or {}), f"{precision}_agreement": agreement}
+    measured = _precisions(measure_bf16, measure_fp16)
+    agreements = precision_agreement(_held_out(run, config, states, torch.device("cpu")), config, threshold,
+                                     inference, measured) if measured else {}
+    tuning = _allow_precisions(inference, agreements, tuning)
     scores = []
     for fold in states:
         last_stage = training_family(config["family"]).stages[-1]
@@ -427,3 +426,54 @@ def export_run(run: Path, weights_dir: Path, checkpoint: str = "best", threshold
                                 "single_slice_min_component_ml": single_slice_ml},
                 "description": {**info, **(description or {})}}
     return write_weights(weights_dir, manifest, list(states.values()))
+
+
+def _precisions(measure_bf16: bool, measure_fp16: bool) -> tuple[str, ...]:
+    """The reduced precisions to measure: bf16 where native (or asked for), fp16 when asked for."""
+    return (("bf16",) if cpu_has_native_bf16() or measure_bf16 else ()) + (("fp16",) if measure_fp16 else ())
+
+
+def _allow_precisions(inference: dict, agreements: dict[str, dict], tuning: dict | None) -> dict | None:
+    """Set ``cpu_precision``/``cuda_precision`` (and the recheck margin) in ``inference`` from the
+    measured agreements (unmeasured: fp32); the tuning record with each agreement added."""
+    for precision, key in (("bf16", "cpu_precision"), ("fp16", "cuda_precision")):
+        agreement = agreements.get(precision, {"allowed": False})
+        inference[key] = "auto" if agreement["allowed"] else "fp32"
+        if agreement["allowed"] and agreement["recheck_margin"]:  # one margin serves both: the larger
+            inference["recheck_margin"] = max(agreement["recheck_margin"], inference.get("recheck_margin", 0.0))
+        if precision in agreements:
+            tuning = {**(tuning or {}), f"{precision}_agreement": agreement}
+    return tuning
+
+
+def retune_weights(weights_dir: Path, out_dir: Path, tune_on: Path, cache: Path, measure_bf16: bool = False,
+                   measure_fp16: bool = False, device: torch.device | None = None) -> Manifest:
+    """A weights folder's post-processing chosen again on a labelled set, without its training run.
+
+    The fold files are copied unchanged (their hashes verified first); the threshold, the component
+    rules and the one-slice minimum are chosen on ``tune_on``'s labelled cases as the folds' ensemble
+    predicts them in fp32, as export tunes (:func:`tune_out_of_fold` at the manifest's crop margin), and the reduced
+    precisions measured again at the new threshold on the first of those cases. What a site with its
+    own labelled scans, or a new tuning set, uses to re-choose the settings the masks depend on.
+    """
+    device = device or torch.device("cpu")
+    checked = load_manifest(weights_dir)
+    data = json.loads((weights_dir / MANIFEST).read_text())
+    states = {index: torch.load(weights_dir / fold.file, map_location="cpu", weights_only=True)
+              for index, fold in enumerate(checked.folds)}
+    inference = {**data["inference"], "recheck_margin": 0.0, "cpu_precision": "fp32", "cuda_precision": "fp32"}
+    config = {key: data[key] for key in ("family", "input_mode", "network")} | {"inference": inference}
+    margins = (inference.get("crop_margin") or 0,)
+    tuning = tune_out_of_fold(_tuning_set(tune_on, cache, config, states, device), config, None, device, margins,
+                              f"ensemble of the {len(states)} folds of {weights_dir} on {tune_on}")
+    agreements = precision_agreement(_tuning_set(tune_on, cache, config, states, torch.device("cpu")), config,
+                                     tuning["threshold"], inference, _precisions(measure_bf16, measure_fp16))
+    tuning = _allow_precisions(inference, agreements, tuning) or tuning
+    postprocess = {**data["postprocess"], **{key: float(tuning[key]) for key in
+                                             ("min_component_ml", "intracranial_share", "keep_peak", "min_peak")},
+                   "single_slice_min_component_ml": tuning.get("single_slice_min_component_ml")}
+    description = {key: value for key, value in data["description"].items() if key not in TUNING_TABLES}
+    manifest = {**data, "threshold": tuning["threshold"], "inference": inference, "postprocess": postprocess,
+                "description": {**description, **{k: tuning[k] for k in TUNING_TABLES if tuning.get(k)},
+                                "retuned": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}}
+    return write_weights(out_dir, manifest, [states[index] for index in sorted(states)])
