@@ -39,7 +39,7 @@ from model.families import family
 from model.postprocess import CONNECTIVITY, PostprocessConfig, components_kept, fallback_region, remove_extracranial
 from model.predictor import EnsemblePredictor
 from model.spacing import parse_spacing, voxel_ml
-from model.weights import MANIFEST, Manifest, build_model, load_manifest, write_weights
+from model.weights import Manifest, build_model, load_manifest, write_weights
 from training.data import CachedCase, cache_case
 from training.families import checkpoint_path, training_family, training_record
 from training.splits import find_cases, read_splits
@@ -452,13 +452,13 @@ def retune_weights(weights_dir: Path, out_dir: Path, tune_on: Path, cache: Path,
 
     The fold files are copied unchanged (their hashes verified first); the threshold, the component
     rules and the one-slice minimum are chosen on ``tune_on``'s labelled cases as the folds' ensemble
-    predicts them in fp32, as export tunes (:func:`tune_out_of_fold` at the manifest's crop margin), and the reduced
-    precisions measured again at the new threshold on the first of those cases. What a site with its
+    predicts them in fp32, as export tunes (:func:`tune_out_of_fold` at the manifest's crop margin),
+    and the reduced precisions measured again at the new threshold on the first of those cases. What a site with its
     own labelled scans, or a new tuning set, uses to re-choose the settings the masks depend on.
     """
     device = device or torch.device("cpu")
     checked = load_manifest(weights_dir)
-    data = json.loads((weights_dir / MANIFEST).read_text())
+    data = checked.to_dict()  # the file as write_weights wrote it (its lists as tuples)
     states = {index: torch.load(weights_dir / fold.file, map_location="cpu", weights_only=True)
               for index, fold in enumerate(checked.folds)}
     inference = {**data["inference"], "recheck_margin": 0.0, "cpu_precision": "fp32", "cuda_precision": "fp32"}
@@ -466,9 +466,10 @@ def retune_weights(weights_dir: Path, out_dir: Path, tune_on: Path, cache: Path,
     margins = (inference.get("crop_margin") or 0,)
     tuning = tune_out_of_fold(_tuning_set(tune_on, cache, config, states, device), config, None, device, margins,
                               f"ensemble of the {len(states)} folds of {weights_dir} on {tune_on}")
+    measured = _precisions(measure_bf16, measure_fp16)
     agreements = precision_agreement(_tuning_set(tune_on, cache, config, states, torch.device("cpu")), config,
-                                     tuning["threshold"], inference, _precisions(measure_bf16, measure_fp16))
-    tuning = _allow_precisions(inference, agreements, tuning) or tuning
+                                     tuning["threshold"], inference, measured) if measured else {}
+    tuning = _allow_precisions(inference, agreements, tuning)
     postprocess = {**data["postprocess"], **{key: float(tuning[key]) for key in
                                              ("min_component_ml", "intracranial_share", "keep_peak", "min_peak")},
                    "single_slice_min_component_ml": tuning.get("single_slice_min_component_ml")}
