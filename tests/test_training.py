@@ -17,6 +17,7 @@ import process
 import train
 from model.compute import cpu_has_native_bf16
 from model.io import CaseError
+from model.networks import SegResNet2DNetwork
 from model.postprocess import PostprocessConfig, most_probable_region, postprocess
 from model.spacing import voxel_ml
 from model.weights import Manifest, load_manifest, load_models
@@ -26,6 +27,7 @@ from training import export as export_module
 from training.data import Augment, CachedCase, SliceDataset, cache_case, crop_centres, lesion_slices, slice_input
 from training.export import CROP_MARGIN_CANDIDATES, WHOLE_SLICE
 from training.families import training_family
+from training.loop import widen_input
 from training.losses import dice_bce
 from training.splits import find_cases, make_splits, read_splits, write_splits
 from training.validation import dice
@@ -171,6 +173,50 @@ def test_warm_restart_begins_from_the_earlier_runs_fold(dataset: Path, tmp_path:
     assert any(not torch.allclose(fresh[k], first[k], atol=1e-4) for k in convs)  # not the seed's init
     assert train.main(["fit", "--data", str(dataset), "--out", str(tmp_path / "none"), *TINY_2D, *args,
                        "--init-from", str(tmp_path / "missing")]) == 2  # one-line error, no traceback
+
+
+def test_one_slice_run_warm_starts_a_neighbour_slice_run(dataset: Path, tmp_path: Path) -> None:
+    """windows3 → combined9: the first convolution's earlier weights go to the centre slice's channels and
+    the neighbours' start at zero, so before any step the new network computes exactly the earlier one."""
+    args = ["--fold", "0", "--folds", "2", "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "2"]
+    assert fit(dataset, tmp_path / "one", *args) == 0
+    assert fit(dataset, tmp_path / "nine", *args, "--lr", "1e-12", "--input-mode", "combined9",
+               "--splits", str(tmp_path / "one/splits.json"), "--init-from", str(tmp_path / "one")) == 0
+    one = torch.load(tmp_path / "one/fold0/best.pt", weights_only=True)["model"]
+    nine = torch.load(tmp_path / "nine/fold0/last.pt", weights_only=True)["model"]
+    first = "encoder.conv_init.weight"
+    assert one[first].shape[1] == 3 and nine[first].shape[1] == 9
+    torch.testing.assert_close(nine[first][:, 3:6], one[first], rtol=1e-5, atol=1e-6)
+    assert nine[first][:, :3].abs().max() < 1e-6 and nine[first][:, 6:].abs().max() < 1e-6
+
+    net = SegResNet2DNetwork(init_filters=4, blocks_down=(1, 1, 1), dsdepth=2)
+    before, after = net.build(3).eval(), net.build(9).eval()
+    before.load_state_dict(one)
+    after.load_state_dict(widen_input(one, after.state_dict()))
+    hu = torch.from_numpy(blob_case(3)[0].astype(np.float32))
+    with torch.no_grad():
+        torch.testing.assert_close(after(window_slices(hu, "combined9")), before(window_slices(hu, "windows3")),
+                                   rtol=1e-4, atol=1e-4)
+
+
+def test_neighbour_modes_sometimes_see_a_lone_slice(dataset: Path, tmp_path: Path) -> None:
+    """A share of combined9 samples come without their neighbours (each slice block the centre's), as a
+    one-slice input gives them; windows3 samples are the same stream whatever the share."""
+    cached = cache_case(find_cases(dataset)[0], tmp_path)
+
+    def samples(mode: str, share: float) -> list[torch.Tensor]:
+        ds = SliceDataset([cached], mode, (32, 32), length=60, seed=2, augment=Augment(lone_slice=share, noise_std=0.0))
+        return [ds[i]["image"] for i in range(len(ds))]
+
+    def lone(image: torch.Tensor) -> bool:
+        return torch.equal(image[:3], image[3:6]) and torch.equal(image[6:], image[3:6])
+
+    assert all(lone(image) for image in samples("combined9", 1.0))
+    shares = np.mean([lone(image) for image in samples("combined9", 0.3)])
+    assert 0.1 < shares < 0.5
+    assert not any(lone(image) for image in samples("combined9", 0.0))
+    for a, b in zip(samples("windows3", 0.0), samples("windows3", 1.0), strict=True):
+        torch.testing.assert_close(a, b)
 
 
 def check_agreement(manifest: Manifest, precision: str = "bf16") -> None:

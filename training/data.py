@@ -31,7 +31,7 @@ from model.head import HEAD_HU
 from model.io import CaseError, read_image, to_canonical
 from model.postprocess import CONNECTIVITY
 from model.spacing import Spacing, spacing_after, to_spacing
-from model.windowing import neighbour_span, window_slices, window_volume
+from model.windowing import SLICE_CONTEXT, neighbour_span, window_slices, window_volume
 from training.splits import TrainCase
 
 CACHE_VERSION = 2
@@ -141,6 +141,8 @@ class Augment:
     intensity_shift: float = 0.05
     noise_hu: float = 6.0  # largest SD of the HU noise added (half the samples): resampling to a coarser
     # training grid averages a thin-pixel scan's noise away, natively coarse scans keep theirs
+    lone_slice: float = 0.1  # share of slice-context inputs (slices3, combined9) shown without their
+    # neighbours (replicated, as a one-slice input and a volume's first and last slice give them)
 
 
 def _augmentations(spatial_dims: int, aug: Augment, keys: list[str]) -> list[mt.Transform]:
@@ -217,6 +219,7 @@ class SliceDataset(_SeededDataset):
         self.mode = mode
         augment = augment or Augment()
         self.noise_hu = augment.noise_hu if augment.enabled else 0.0
+        self.lone_slice = augment.lone_slice if augment.enabled and SLICE_CONTEXT[mode] else 0.0
         keys = ["image", "label"]
         self.transform = mt.Compose([
             mt.RandCropByPosNegLabeld(keys, "label", spatial_size=crop, pos=2, neg=1, allow_smaller=True,
@@ -236,7 +239,10 @@ class SliceDataset(_SeededDataset):
         z = int(slices[int(rng.integers(len(slices)))])
         label = np.asarray(case.label()[z])
         noise = float(rng.uniform(0.0, self.noise_hu)) if rng.random() < 0.5 else 0.0
-        data = {"image": slice_input(case.hu(), z, self.mode, noise, rng),
+        lone = self.lone_slice > 0 and rng.random() < self.lone_slice  # windows3 draws nothing: same stream
+        image = slice_input(case.hu()[z: z + 1], 0, self.mode, noise, rng) if lone \
+            else slice_input(case.hu(), z, self.mode, noise, rng)
+        data = {"image": image,
                 "label": torch.from_numpy(label.astype(np.float32))[None],
                 **crop_centres(np.asarray(case.hu()[z]), label)}
         return self._run(self.transform, data, rng)

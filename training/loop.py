@@ -73,6 +73,24 @@ def _save(state: dict, path: Path) -> None:
         torch.save(state, tmp)
 
 
+def widen_input(earlier: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A one-slice (``windows3``) checkpoint as the start of a ``combined9`` network: a weight whose
+    input channels grew threefold goes to the centre slice's channels (``combined9`` is slice-major:
+    z−1, z, z+1) and the neighbours' weights start at zero, so the warm start computes exactly the
+    earlier network and training adds what the slices above and below tell. Other tensors pass as
+    they are (``load_state_dict`` then reports any other mismatch)."""
+    out = dict(earlier)
+    for key, old in earlier.items():
+        new = target.get(key)
+        if new is None or new.shape == old.shape or old.ndim < 2:
+            continue
+        if new.shape[1] == 3 * old.shape[1] and new.shape[:1] + new.shape[2:] == old.shape[:1] + old.shape[2:]:
+            widened = torch.zeros_like(new)
+            widened[:, old.shape[1]: 2 * old.shape[1]] = old
+            out[key] = widened
+    return out
+
+
 def _is_2d(model: nn.Module) -> bool:
     """A network of 2D convolutions (channels_last applies: 3× faster steps with bf16 on AMX)."""
     return any(isinstance(m, nn.Conv2d) for m in model.modules())
@@ -111,7 +129,8 @@ def fit(model: nn.Module, dataset, loss_fn: Callable, val_cases: list[CachedCase
     elif config.init_from is not None:  # new optimiser and schedule (a warm restart), earlier weights
         if not config.init_from.is_file():
             raise FileNotFoundError(f"{config.init_from}: no checkpoint to start from")
-        model.load_state_dict(torch.load(config.init_from, map_location=info.device, weights_only=True)["model"])
+        earlier = torch.load(config.init_from, map_location=info.device, weights_only=True)["model"]
+        model.load_state_dict(widen_input(earlier, model.state_dict()))
     rows = _read_log(log_path, start_epoch - 1)
 
     net = DistributedDataParallel(model, device_ids=[info.device.index] if cuda else None) if info.enabled else model
