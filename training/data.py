@@ -114,7 +114,7 @@ def slice_input(hu: np.ndarray, z: int, mode: str, noise_hu: float = 0.0,
     in every window, as a noisier scan would give).
     """
     span = neighbour_span(z, hu.shape[0])
-    stack = np.asarray(hu[span], dtype=np.float32)
+    stack = np.array(hu[span], dtype=np.float32)  # a copy: a memory-mapped cache is read-only
     if noise_hu > 0 and rng is not None:
         stack = stack + rng.normal(0.0, noise_hu, stack.shape).astype(np.float32)
     return window_slices(torch.from_numpy(stack), mode)[z - span.start]
