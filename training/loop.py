@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from model.atomic import atomic_path
+from model.windowing import NEIGHBOURS
 from training.data import CachedCase
 from training.distributed import DistInfo, all_sum, barrier, gather_batch
 from training.plots import plot_curves
@@ -74,20 +75,21 @@ def _save(state: dict, path: Path) -> None:
 
 
 def widen_input(earlier: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A one-slice (``windows3``) checkpoint as the start of a ``combined9`` network: a weight whose
-    input channels grew threefold goes to the centre slice's channels (``combined9`` is slice-major:
-    z−1, z, z+1) and the neighbours' weights start at zero, so the warm start computes exactly the
-    earlier network and training adds what the slices above and below tell. Other tensors pass as
-    they are (``load_state_dict`` then reports any other mismatch)."""
+    """A one-slice (``windows3``) checkpoint as the start of a ``combined9`` network: a weight with one
+    set of input channels per slice of the neighbour span gets the earlier weights on the centre
+    slice's set (``combined9`` is slice-major: z−1, z, z+1) and zero on the neighbours', so the warm
+    start computes exactly the earlier network and training adds what the slices above and below
+    tell. Other tensors pass as they are (``load_state_dict`` then reports any other mismatch)."""
+    slices = 2 * NEIGHBOURS + 1
     out = dict(earlier)
     for key, old in earlier.items():
         new = target.get(key)
-        if new is None or new.shape == old.shape or old.ndim < 2:
+        if new is None or old.ndim < 2 or new.shape[1] != slices * old.shape[1] \
+                or new.shape[:1] + new.shape[2:] != old.shape[:1] + old.shape[2:]:
             continue
-        if new.shape[1] == 3 * old.shape[1] and new.shape[:1] + new.shape[2:] == old.shape[:1] + old.shape[2:]:
-            widened = torch.zeros_like(new)
-            widened[:, old.shape[1]: 2 * old.shape[1]] = old
-            out[key] = widened
+        centre = NEIGHBOURS * old.shape[1]
+        out[key] = torch.zeros_like(new)
+        out[key][:, centre: centre + old.shape[1]] = old
     return out
 
 
