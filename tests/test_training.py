@@ -315,6 +315,8 @@ def test_export_picks_the_smallest_margin_that_matches_whole_slices(dataset: Pat
     assert manifest.description["min_component_ml_oof_dice"]["0.0"] == 1.0  # scored at margin 32: the label
     assert manifest.description["single_slice_oof_dice"]["0.0"] == 1.0  # each slice alone: the label too
     assert manifest.postprocess.single_slice_min_component_ml == 0.0  # ties: the smallest
+    scores = manifest.description["intracranial_share_oof_dice"]
+    assert scores["0.0"] == scores["0.5"] and manifest.postprocess.intracranial_share == 0.5  # a tie: filter on
 
 
 def test_export_can_tune_on_a_set_the_ensemble_predicts(dataset: Path, tmp_path: Path,

@@ -197,7 +197,9 @@ def tune_out_of_fold(cases: Iterable[tuple[CachedCase, list[nn.Module]]], config
     The threshold (unless given), ``intracranial_share``, ``min_component_ml`` and ``keep_peak`` are then
     the combination with the best mean score (never-empty on) at that margin over all held-out cases:
     Dice on those with haemorrhage; on those without, 1 for a mask that is empty or only the fallback
-    (ties: the smallest of each). The 3D cascade crops to the head, no margin.
+    (ties: the smallest of each, but the intracranial filter on: blood is inside the skull, and a
+    generated tuning set seldom shows the scalp and face a model paints on real scans, so a tie there
+    says nothing against it). The 3D cascade crops to the head, no margin.
 
     ``cases``: each labelled case with the models that predict it: out of fold (:func:`_held_out`), or
     the exported folds' ensemble on a set kept apart for this, neither trained on nor the test set
@@ -254,7 +256,7 @@ def tune_out_of_fold(cases: Iterable[tuple[CachedCase, list[nn.Module]]], config
     means = {combo: float(np.mean(v)) for combo, v in scores[chosen].items() if v}
     if not means:
         raise ValueError(f"{tuned_on}: no labelled case to choose min_component_ml on; pass it")
-    t, share, best, peak, low = max(combos, key=lambda c: (round(means[c], 6), -c[0], -c[1], -c[2], c[3], -c[4]))
+    t, share, best, peak, low = max(combos, key=lambda c: (round(means[c], 6), -c[0], c[1], -c[2], c[3], -c[4]))
 
     def best_of(match) -> float:
         return round(max(v for c, v in means.items() if match(c)), 4)
