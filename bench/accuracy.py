@@ -12,8 +12,11 @@ component kept, the never-empty fallback) meets a bleed cut to one slice.
 Each case is read and predicted exactly as ``process.py`` does it (canonical orientation, the
 manifest's spacing, fold ensemble, post-processing); the baseline is :mod:`bench.hu_rule`. Cases
 are binned by their true haemorrhage volume (< 1, 1–5, 5–30, > 30 mL); cases without blood are
-the "normal heads", scored by the mL painted on them. Prints a Markdown table and, with ``--out``,
-writes every case's numbers as JSON.
+the "normal heads", scored by the mL painted on them. Where the data folder holds the generator's
+record (``cases.json``, :mod:`synthetic.dataset`), whole cases are also grouped by the subtype of their
+largest haemorrhage: a thin subarachnoid bleed in the sulci and a round intraparenchymal one of the
+same volume are not the same task. Prints Markdown tables and, with ``--out``, writes every case's
+numbers as JSON.
 """
 
 from __future__ import annotations
@@ -38,12 +41,27 @@ from model.postprocess import postprocess
 from model.predictor import EnsemblePredictor
 from model.spacing import voxel_ml
 from model.weights import load_manifest, load_models
+from synthetic.dataset import RECORD
 from training.data import canonical_arrays
 from training.splits import find_cases
 
 BINS = ((0.0, 1.0, "< 1 mL"), (1.0, 5.0, "1–5 mL"), (5.0, 30.0, "5–30 mL"), (30.0, float("inf"), "> 30 mL"))
 SLICE_BINS = ((0.0, 0.5, "< 0.5 mL"), (0.5, 2.0, "0.5–2 mL"), (2.0, float("inf"), "≥ 2 mL"))
 MIN_SLICE_PIXELS = 10  # a single-slice input holds at least this much blood
+
+
+def main_subtypes(data: Path) -> dict[str, str]:
+    """Case name → subtype of its largest labelled haemorrhage, from the generator's record (empty
+    without one, or for a case without blood)."""
+    record = data / RECORD
+    if not record.is_file():
+        return {}
+    subtypes = {}
+    for case in json.loads(record.read_text()):
+        lesions = [lesion for lesion in case.get("lesions", []) if lesion["volume_ml"] > 0]
+        if lesions:
+            subtypes[case["case"]] = max(lesions, key=lambda lesion: lesion["volume_ml"])["subtype"]
+    return subtypes
 
 
 def picked_slices(label: np.ndarray, min_pixels: int = MIN_SLICE_PIXELS) -> list[int]:
@@ -77,6 +95,7 @@ def score_cases(data: Path, subset: str, weights: Path, single_slices: bool = Fa
     manifest = load_manifest(weights)
     device = torch.device("cpu")
     predictor = EnsemblePredictor(load_models(weights, manifest, device), manifest, device)
+    subtypes = {} if single_slices else main_subtypes(data)  # a slice need not cut the case's largest bleed
     rows = []
     for name, hu, label_array, spacing in inputs(data, subset, single_slices):
         label = label_array > 0
@@ -89,6 +108,8 @@ def score_cases(data: Path, subset: str, weights: Path, single_slices: bool = Fa
         row = {"case": name, "true_ml": round(float(label.sum()) * ml, 3), "seconds": round(seconds, 2),
                "fallback": cleaned.fallback, "fold_dice": round(prediction.fold_dice, 4),
                "fold_max_ml": max(prediction.fold_ml or (0.0,))}
+        if label.any() and name in subtypes:
+            row["subtype"] = subtypes[name]
         for method, mask in masks.items():
             row[f"{method}_ml"] = round(float(mask.sum()) * ml, 3)
             row[f"{method}_dsc"] = round(dice(mask, label), 4) if label.any() else None
@@ -102,20 +123,36 @@ def _mean(values: list[float]) -> str:
     return f"{np.mean(values):.3f}" if values else "–"
 
 
+HEADER = ["| cases | n | DSC model | DSC HU rule | abs. volume error model (mL) | abs. volume error HU rule (mL) |",
+          "|---|---|---|---|---|---|"]
+
+
+def _group_lines(groups: list[tuple[str, list[dict]]]) -> list[str]:
+    return [f"| {label} | {len(group)} | {_mean([r['model_dsc'] for r in group])} | "
+            f"{_mean([r['rule_dsc'] for r in group])} | "
+            f"{_mean([abs(r['model_ml'] - r['true_ml']) for r in group])} | "
+            f"{_mean([abs(r['rule_ml'] - r['true_ml']) for r in group])} |" for label, group in groups]
+
+
+def subtype_table(rows: list[dict]) -> str:
+    """Markdown: the same scores for the cases with blood, by the subtype of their largest haemorrhage,
+    and that subtype's cases under 1 mL."""
+    lines = list(HEADER)
+    for subtype in sorted({r["subtype"] for r in rows if r.get("subtype")}):
+        group = [r for r in rows if r.get("subtype") == subtype]
+        lines += _group_lines([(subtype, group), (f"{subtype}, < 1 mL", [r for r in group if r["true_ml"] < 1.0])])
+    return "\n".join(lines)
+
+
 def table(rows: list[dict], bins: tuple[tuple[float, float, str], ...] = BINS) -> str:
     """Markdown: DSC and mean absolute volume error per bin, and mL on the heads without blood."""
-    lines = ["| cases | n | DSC model | DSC HU rule | abs. volume error model (mL) | abs. volume error HU rule (mL) |",
-             "|---|---|---|---|---|---|"]
+    lines = list(HEADER)
     positives = [r for r in rows if r["true_ml"] > 0]
     groups = [(label, [r for r in positives if low <= r["true_ml"] < high]) for low, high, label in bins]
     groups.append(("all with blood", positives))
     if bins == BINS:
         groups.append(("> 1 mL", [r for r in positives if r["true_ml"] >= 1.0]))
-    for label, group in groups:
-        lines.append(f"| {label} | {len(group)} | {_mean([r['model_dsc'] for r in group])} | "
-                     f"{_mean([r['rule_dsc'] for r in group])} | "
-                     f"{_mean([abs(r['model_ml'] - r['true_ml']) for r in group])} | "
-                     f"{_mean([abs(r['rule_ml'] - r['true_ml']) for r in group])} |")
+    lines += _group_lines(groups)
     normal = [r for r in rows if r["true_ml"] == 0]
     model_ml, rule_ml = [r["model_ml"] for r in normal], [r["rule_ml"] for r in normal]
     if normal:
@@ -157,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"cpu={cpu_model()} threads={torch.get_num_threads()}", flush=True)
     rows = score_cases(args.data, args.subset, args.weights, args.single_slices)
     print(table(rows, SLICE_BINS if args.single_slices else BINS))
+    if any(r.get("subtype") for r in rows):
+        print()
+        print(subtype_table(rows))
     if not args.single_slices:  # one slice's folds are no case-level review
         print()
         print(review_table(rows))

@@ -3,7 +3,9 @@
 Layout: ``OUT/train/data/001.nii.gz`` + ``OUT/train/label/001.nii.gz`` …, then
 ``OUT/evaluation/data/NNN.nii.gz`` + ``OUT/evaluation/label/NNN.nii.gz`` numbered after the training
 cases. Case ``i`` of a dataset with seed ``S`` is ``generate_case(case_seed(S, i))``, so a dataset is
-deterministic for its seed and any case can be regenerated alone.
+deterministic for its seed and any case can be regenerated alone. ``OUT/cases.json`` (:data:`RECORD`)
+lists what went into every case (subset, anatomy source, geometry, each haemorrhage's subtype, labelled
+and inserted mL, HU, the mimics), so an evaluation can report by subtype (``bench/accuracy.py``).
 
 The label is the inserted blood: voxels whose blood fraction, after slab averaging over the slice
 thickness and resampling, is at least :data:`LABEL_FRACTION` and whose noise-free value lies
@@ -16,6 +18,7 @@ sets') holds only what is hyperdense.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -25,6 +28,7 @@ import numpy as np
 import SimpleITK as sitk
 from tqdm import tqdm
 
+from model.atomic import atomic_path
 from model.io import write_image_atomic
 from model.spacing import voxel_ml
 from synthetic import augment
@@ -40,6 +44,7 @@ LABEL_MAX_HU = 110.0  # a voxel half blood, half bone (a thin bleed against the 
 SOURCE_WEIGHTS = {"invesalius": 0.45, "pydicom": 0.25, "phantom": 0.3}
 PHANTOM_VARIANTS = 2
 NEGATIVE_SHARE = 0.25  # volumes without blood: a normal head must come out empty
+RECORD = "cases.json"  # the dataset's record of what each case holds
 
 
 def case_seed(dataset_seed: int, index: int) -> int:
@@ -131,7 +136,7 @@ def _write_case(job: tuple[Path, str, int, dict[str, Any]]) -> dict[str, Any]:
     ct, label, info = generate_case(seed, **options)
     write_image_atomic(ct, folder / "data" / f"{name}.nii.gz")
     write_image_atomic(label, folder / "label" / f"{name}.nii.gz")
-    return {"case": name, **info}
+    return {"case": name, "subset": folder.name, **info}
 
 
 def write_dataset(out: Path, n_train: int, n_eval: int, seed: int, workers: int = 1,
@@ -178,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.lesions is not None:
         options["n_lesions"] = args.lesions
     results = write_dataset(args.out, args.train, args.eval, args.seed, args.workers, **options)
+    with atomic_path(args.out / RECORD, ".json") as tmp:
+        tmp.write_text(json.dumps(results, indent=1) + "\n")
     positives = sum(1 for r in results if r["label_ml"] > 0)
     print(f"wrote {len(results)} cases to {args.out} ({positives} with haemorrhage)")
     return 0

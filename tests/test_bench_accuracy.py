@@ -51,13 +51,22 @@ def test_accuracy_table_bins_cases_and_scores_normal_heads(tmp_path: Path, weigh
             sitk.WriteImage(ct_image(array), str(root / kind / f"{index + 1:03d}.nii.gz"))
     out = tmp_path / "rows.json"
     weights = weights_factory(postprocess={"never_empty": False})
+    record = [{"case": "001", "lesions": [{"subtype": "subdural", "volume_ml": 0.5},  # the largest one names it
+                                          {"subtype": "subarachnoid", "volume_ml": 0.2}]},
+              {"case": "002", "lesions": []},
+              {"case": "003", "lesions": [{"subtype": "epidural", "volume_ml": 0.0},  # not labelled: no name
+                                          {"subtype": "subarachnoid", "volume_ml": 0.4}]}]
+    (tmp_path / "set" / "cases.json").write_text(json.dumps(record))  # the generator's record
     assert accuracy.main(["--data", str(tmp_path / "set"), "--weights", str(weights), "--out", str(out)]) == 0
     rows = json.loads(out.read_text())
     assert [r["case"] for r in rows] == ["001", "002", "003"]
+    assert [r.get("subtype") for r in rows] == ["subdural", None, "subarachnoid"]
     assert rows[1]["true_ml"] == 0 and rows[1]["rule_ml"] == 0 and rows[1]["model_dsc"] is None
     assert rows[0]["rule_dsc"] > 0.8 and rows[0]["true_ml"] > 0
     printed = capsys.readouterr().out
     assert "| < 1 mL |" in printed and "| no blood: mL painted (mean / max) | 1 |" in printed
+    assert f"| subdural | 1 | {rows[0]['model_dsc']:.3f} | {rows[0]['rule_dsc']:.3f} |" in printed
+    assert "| subarachnoid | 1 |" in printed and "| epidural |" not in printed
     assert "cpu=" in printed and "001: true" in printed  # each case's line is named by its case
 
 

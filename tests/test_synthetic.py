@@ -5,6 +5,8 @@ The real sources (Debian invesalius-examples, PyPI pydicom-data) are required: a
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -163,6 +165,12 @@ def test_cli_writes_instance_layout_and_montage(tmp_path):
     assert sorted(p.name for p in (out / "train" / "label").iterdir()) == names
     assert [p.name for p in (out / "evaluation" / "data").iterdir()] == ["003.nii.gz"]
     assert (out / "evaluation" / "label" / "003.nii.gz").is_file()
+    record = json.loads((out / "cases.json").read_text())  # what each case holds, for reports by subtype
+    assert [(r["case"], r["subset"]) for r in record] == [("001", "train"), ("002", "train"), ("003", "evaluation")]
+    for row in record:
+        label = sitk.GetArrayFromImage(sitk.ReadImage(str(out / row["subset"] / "label" / f"{row['case']}.nii.gz")))
+        assert (label.sum() > 0) == (row["label_ml"] > 0)
+        assert {lesion["subtype"] for lesion in row["lesions"]} <= set(SUBTYPES)
     png = tmp_path / "m.png"
     assert montage_main([str(out), "--out", str(png), "--cases", "3"]) == 0
     assert png.stat().st_size > 1000
