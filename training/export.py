@@ -188,13 +188,13 @@ def _single_slice_scores(prob: np.ndarray, mask: np.ndarray, label: np.ndarray, 
 
 def tune_out_of_fold(cases: Iterable[tuple[CachedCase, list[nn.Module]]], config: dict, threshold: float | None,
                      device: torch.device, margins: tuple[int, ...] = CROP_MARGIN_CANDIDATES,
-                     tuned_on: str = "out of fold") -> dict:
+                     tuned_on: str = "out of fold", intracranial_share: float | None = None) -> dict:
     """Choose the 2D crop margin and the post-processing on out-of-fold predictions.
 
     The margin is the smallest of ``margins`` whose masks (threshold only) agree with whole-slice
     inference over all held-out cases with pooled Dice ≥ ``MARGIN_AGREEMENT``, else the whole slice:
     how far the crop's border reaches into the result depends on the trained network (docs/speed.md).
-    The threshold (unless given), ``intracranial_share``, ``min_component_ml`` and ``keep_peak`` are then
+    The threshold and ``intracranial_share`` (each unless given), ``min_component_ml`` and ``keep_peak`` are then
     the combination with the best mean score (never-empty on) at that margin over all held-out cases:
     Dice on those with haemorrhage; on those without, 1 for a mask that is empty or only the fallback
     (ties: the smallest of each, but the intracranial filter on: blood is inside the skull, and a
@@ -210,9 +210,10 @@ def tune_out_of_fold(cases: Iterable[tuple[CachedCase, list[nn.Module]]], config
     runs = (*margins, WHOLE_SLICE) if compare else margins[:1]
     overlap = {m: [0, 0] for m in margins}  # pooled |a ∧ b| and |a| + |b| against the whole slice's mask
     thresholds = THRESHOLD_CANDIDATES if threshold is None else (threshold,)
+    shares = SHARE_CANDIDATES if intracranial_share is None else (intracranial_share,)
     small = [(ml, peak, low) for ml in MIN_COMPONENT_CANDIDATES for peak in KEEP_PEAK_CANDIDATES
              for low in MIN_PEAK_CANDIDATES if ml or peak >= 1.0]
-    combos = [(t, share, *rule) for t in thresholds for share in SHARE_CANDIDATES for rule in small]
+    combos = [(t, share, *rule) for t in thresholds for share in shares for rule in small]
     scores: dict[int, dict[tuple, list[float]]] = {m: {c: [] for c in combos} for m in runs}
     slice_scores: dict[int, dict[tuple, tuple[list[float], list[float]]]] = \
         {m: {c: ([], []) for c in combos} for m in runs}
@@ -231,7 +232,7 @@ def tune_out_of_fold(cases: Iterable[tuple[CachedCase, list[nn.Module]]], config
             slice_fallbacks = {on: _slice_fallbacks(prob, label, case.spacing_zyx, inside if on else None)
                                for on in (False, True)} if one_slice else {}
             for t in thresholds:
-                for share in SHARE_CANDIDATES:
+                for share in shares:
                     mask = prob >= t
                     if share > 0:
                         mask = remove_extracranial(mask, inside, share)
@@ -272,7 +273,7 @@ def tune_out_of_fold(cases: Iterable[tuple[CachedCase, list[nn.Module]]], config
                                    for p in KEEP_PEAK_CANDIDATES if best or p >= 1.0},
             "min_peak_oof_dice": {str(x): best_of(lambda c, x=x: c[:4] == (t, share, best, peak) and c[4] == x)
                                   for x in MIN_PEAK_CANDIDATES},
-            "intracranial_share_oof_dice": {str(s): best_of(lambda c, s=s: c[1] == s) for s in SHARE_CANDIDATES},
+            "intracranial_share_oof_dice": {str(s): best_of(lambda c, s=s: c[1] == s) for s in shares},
             "threshold_oof_dice": {str(x): best_of(lambda c, x=x: c[0] == x) for x in thresholds}}
 
 
@@ -394,7 +395,7 @@ def export_run(run: Path, weights_dir: Path, checkpoint: str = "best", threshold
         cases = _tuning_set(tune_on, run / "cache", config, states, device) if tune_on else \
             _held_out(run, config, states, device)
         tuned_on = f"ensemble of folds {sorted(states)} on {tune_on}" if tune_on else "out of fold"
-        tuning = tune_out_of_fold(cases, config, threshold, device, margins, tuned_on)
+        tuning = tune_out_of_fold(cases, config, threshold, device, margins, tuned_on, intracranial_share)
         (run / "export_tuning.json").write_text(json.dumps(tuning, indent=1) + "\n")
         min_component_ml = tuning["min_component_ml"] if min_component_ml is None else min_component_ml
         intracranial_share = tuning["intracranial_share"] if intracranial_share is None else intracranial_share
