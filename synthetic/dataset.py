@@ -21,6 +21,7 @@ import argparse
 import json
 import sys
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -141,22 +142,18 @@ def _write_case(job: tuple[Path, str, int, dict[str, Any]]) -> dict[str, Any]:
 
 def write_dataset(out: Path, n_train: int, n_eval: int, seed: int, workers: int = 1,
                   **options: Any) -> list[dict[str, Any]]:
-    """Generate and write the dataset; returns the info of every case in order."""
+    """Generate and write the dataset and its record (:data:`RECORD`); returns the info of every case in order."""
     jobs = [(out / ("train" if i < n_train else "evaluation"), f"{i + 1:03d}", case_seed(seed, i), options)
             for i in range(n_train + n_eval)]
-    with tqdm(total=len(jobs), desc="cases", unit="case") as bar:
-        if workers <= 1:
-            results = []
-            for job in jobs:
-                results.append(_write_case(job))
-                bar.update()
-            return results
-        with ProcessPoolExecutor(workers) as pool:
-            results = []
-            for result in pool.map(_write_case, jobs):
-                results.append(result)
-                bar.update()
-            return results
+    results = []
+    with tqdm(total=len(jobs), desc="cases", unit="case") as bar, \
+            (ProcessPoolExecutor(workers) if workers > 1 else nullcontext()) as pool:
+        for result in (pool.map if pool else map)(_write_case, jobs):
+            results.append(result)
+            bar.update()
+    with atomic_path(out / RECORD, ".json") as tmp:
+        tmp.write_text(json.dumps(results, indent=1) + "\n")
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -183,8 +180,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.lesions is not None:
         options["n_lesions"] = args.lesions
     results = write_dataset(args.out, args.train, args.eval, args.seed, args.workers, **options)
-    with atomic_path(args.out / RECORD, ".json") as tmp:
-        tmp.write_text(json.dumps(results, indent=1) + "\n")
     positives = sum(1 for r in results if r["label_ml"] > 0)
     print(f"wrote {len(results)} cases to {args.out} ({positives} with haemorrhage)")
     return 0
