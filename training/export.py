@@ -398,11 +398,10 @@ def export_run(run: Path, weights_dir: Path, checkpoint: str = "best", threshold
         tuning = tune_out_of_fold(cases, config, threshold, device, margins, tuned_on, intracranial_share)
         (run / "export_tuning.json").write_text(json.dumps(tuning, indent=1) + "\n")
         min_component_ml = tuning["min_component_ml"] if min_component_ml is None else min_component_ml
-        intracranial_share = tuning["intracranial_share"] if intracranial_share is None else intracranial_share
         keep_peak = tuning["keep_peak"] if keep_peak is None else keep_peak
         min_peak = tuning["min_peak"] if min_peak is None else min_peak
         single_slice_ml = tuning.get("single_slice_min_component_ml")
-        threshold = tuning["threshold"]
+        threshold, intracranial_share = tuning["threshold"], tuning["intracranial_share"]  # given: passed through
         crop_margin = tuning["crop_margin"]
     if slices:
         inference["crop_margin"] = int(crop_margin)
