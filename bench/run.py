@@ -1,7 +1,8 @@
 """Inference speed benchmark: the ensemble predictor against a straightforward MONAI pipeline.
 
     python bench/run.py [--quick | --tiny] [--repeat N] [--device cpu|cuda|all] [--json PATH] [--threads N]
-                        [--precision auto|fp32] [--baseline-keeps-memory]
+                        [--precision auto|fp32] [--baseline-keeps-memory] [--full-weights DIR]
+                        [--cascade-weights DIR]
 
 For a generated 512 × 512 head CT it times end to end (read, window + ensemble, post-process,
 write) and each stage, for both model families at the shipped size and at the seeds' full size
@@ -14,8 +15,9 @@ and give an extrapolated time for a 32-slice, 5-fold case (the 2D work is linear
 Random-weight networks give probabilities near 0.5 everywhere, where a threshold is unstable; so
 random heads are rescaled until each fold's logits have unit spread ×8 with 30 % of a sample slice
 positive (the ensemble then splits clearly at 0.5). With trained weights in ``weights/`` (shipped
-size) or given with ``--full-weights`` (seed size) they are used as they are, on the compute path
-their manifest allows. Output: a table, a JSON file, and a last line
+size), given with ``--full-weights`` (seed size) or ``--cascade-weights`` (a 3D cascade of the shipped
+size) they are used as they are, on the compute path their manifest allows. Output: a table, a JSON
+file, and a last line
 ``speedup=<x> fraction_of_peak=<y> seconds_per_case=<z> peak_mb=<m>`` for the full-size 2D
 ensemble on the fastest device present (speedup measured on the case that row ran), followed by
 ``cpu=<model>``. It first names the machine: CPU model, the ISA flags that decide the compute path
@@ -62,7 +64,7 @@ from model.io import LoadedCase, read_image, write_image_atomic  # noqa: E402
 from model.overlap import dice  # noqa: E402
 from model.postprocess import postprocess  # noqa: E402
 from model.predictor import PAD_HU, EnsemblePredictor  # noqa: E402
-from model.weights import Manifest, build_model, load_manifest, load_models, write_weights  # noqa: E402
+from model.weights import Manifest, WeightsError, build_model, load_manifest, load_models, write_weights  # noqa: E402
 from model.windowing import neighbour_span, window_slices, window_volume  # noqa: E402
 
 FULL_SLICES, FULL_FOLDS = 32, 5
@@ -120,12 +122,12 @@ def plan(quick: bool, devices: list[str], tiny: bool = False) -> list[Row]:
     return rows
 
 
-def manifest_settings(family: str, size: str, full_weights: Path | None = None) -> tuple[dict, Path | None]:
-    """Manifest fields for a row, and the trained weights folder when the row can use it (``weights/``
-    for the shipped size; ``full_weights``, a seed-size export, for the full size)."""
-    if size == "full" and full_weights is not None \
-            and json.loads((full_weights / "manifest.json").read_text()).get("family") == family:
-        return {}, full_weights
+def manifest_settings(family: str, size: str, given: dict[tuple[str, str], Path] | None = None
+                      ) -> tuple[dict, Path | None]:
+    """Manifest fields for a row, and the trained weights folder when the row can use it: one ``given`` for
+    its (family, size) (``--full-weights``, ``--cascade-weights``), else ``weights/`` for the shipped size."""
+    if given and (family, size) in given:
+        return {}, given[(family, size)]
     settings = dict(SHIPPED_DEFAULTS[family])
     shipped = ROOT / "weights"
     if (shipped / "manifest.json").is_file():
@@ -171,10 +173,10 @@ def calibrate(model: nn.Module, spec: Family, hu: np.ndarray, device: torch.devi
 
 
 def make_models(row: Row, hu: np.ndarray, workdir: Path,
-                full_weights: Path | None = None) -> tuple[list[nn.Module], Manifest, bool]:
+                given: dict[tuple[str, str], Path] | None = None) -> tuple[list[nn.Module], Manifest, bool]:
     """Fold networks for a row on its device: trained weights if there are, else calibrated random ones."""
     device = torch.device(row.device)
-    settings, trained = manifest_settings(row.family, row.size, full_weights)
+    settings, trained = manifest_settings(row.family, row.size, given)
     if trained is not None:
         manifest = load_manifest(trained)
         return load_models(trained, manifest, device)[: row.folds], manifest, True
@@ -289,7 +291,7 @@ ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_f
 
 
 def run_row(row: Row, workdir: Path, quick: bool = False, repeat: int = 1, precision: str = "auto",
-            full_weights: Path | None = None, baseline_keeps_memory: bool = False) -> dict:
+            given: dict[tuple[str, str], Path] | None = None, baseline_keeps_memory: bool = False) -> dict:
     """One row; with ``repeat`` > 1 ours and the baseline alternate and each keeps its fastest run (on a
     shared machine, contention only ever adds time, and alternating exposes both to the same drift).
 
@@ -299,7 +301,7 @@ def run_row(row: Row, workdir: Path, quick: bool = False, repeat: int = 1, preci
     hu = case_volume(row)
     path = workdir / f"case-{row.slices}-{row.field}.nii.gz"
     sitk.WriteImage(to_image(hu), str(path))
-    models, manifest, trained = make_models(row, hu.astype(np.float32), workdir, full_weights)
+    models, manifest, trained = make_models(row, hu.astype(np.float32), workdir, given)
     # the machine's path (trained weights: as their manifest allows, as process.py takes it); the Dice columns
     # show its effect
     allowed = manifest.inference.cpu_precision if trained else "auto", \
@@ -462,6 +464,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--full-weights", type=Path, default=None,
                         help="a seed-size (32-filter) weights folder for the full-size rows, instead of calibrated "
                              "random networks")
+    parser.add_argument("--cascade-weights", type=Path, default=None,
+                        help="a trained 3D cascade weights folder for the 3D shipped-size rows (no cascade is "
+                             "shipped), instead of calibrated random networks")
     parser.add_argument("--baseline-keeps-memory", action="store_true",
                         help="run the baseline with freed memory kept in the process too, as ours runs (default: "
                              "glibc's defaults, as a user's script runs)")
@@ -475,6 +480,18 @@ def main(argv: list[str] | None = None) -> int:
     if not devices:
         print("error: --device cuda was asked for but no CUDA device is available", file=sys.stderr)
         return 2
+    given = {(name, size): folder for name, size, folder in ((SEGRESNET2D.name, "full", args.full_weights),
+                                                            (CASCADE3D.name, "shipped", args.cascade_weights))
+             if folder is not None}
+    for (name, _), folder in given.items():
+        try:
+            found = load_manifest(folder).family  # another family's folder would silently give random rows
+        except WeightsError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        if found != name:
+            print(f"error: {folder}: a {found} weights folder, where {name} weights were asked for", file=sys.stderr)
+            return 2
     flags = cpu_flags()
     print(f"cpu: {cpu_model()}; flags: {' '.join(f for f in ISA_FLAGS if f in flags) or 'none of ' + str(ISA_FLAGS)}",
           flush=True)
@@ -490,7 +507,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.slices:
                 row.slices = args.slices
             start = time.perf_counter()
-            result = run_row(row, Path(tmp), args.quick, max(args.repeat, 1), args.precision, args.full_weights,
+            result = run_row(row, Path(tmp), args.quick, max(args.repeat, 1), args.precision, given,
                              args.baseline_keeps_memory)
             results.append(result)
             key = peak_key(result)

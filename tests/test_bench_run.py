@@ -54,13 +54,20 @@ def test_each_row_is_measured_against_the_peak_of_the_precision_it_ran_in() -> N
     assert {k for k, _ in bench_run.peak_kinds("cuda")} == {"cuda-fp16", "cuda-fp32"}
 
 
-def test_full_size_rows_take_given_seed_size_weights_of_their_family(tmp_path: Path) -> None:
+def test_rows_take_the_trained_weights_given_for_their_family_and_size(tmp_path: Path) -> None:
     bench_run = _bench_run()
-    full = tmp_path / "seed-size"
-    full.mkdir()
-    (full / "manifest.json").write_text(json.dumps({"family": "segresnet2d"}))
-    assert bench_run.manifest_settings("segresnet2d", "full", full) == ({}, full)
-    settings, trained = bench_run.manifest_settings("cascade3d", "full", full)  # another family's: random nets
+    full, cascade = tmp_path / "seed-size", tmp_path / "cascade"
+    given = {("segresnet2d", "full"): full, ("cascade3d", "shipped"): cascade}
+    assert bench_run.manifest_settings("segresnet2d", "full", given) == ({}, full)
+    assert bench_run.manifest_settings("cascade3d", "shipped", given) == ({}, cascade)
+    settings, trained = bench_run.manifest_settings("cascade3d", "full", given)  # nothing given: random nets
     assert trained is None and settings["network"]["init_filters"] == 32
     assert bench_run.manifest_settings("segresnet2d", "full", None)[1] is None
-    assert bench_run.manifest_settings("segresnet2d", "shipped", full)[1] != full
+    assert bench_run.manifest_settings("segresnet2d", "shipped", given)[1] != full
+
+
+def test_weights_of_another_family_are_refused_with_one_line(capsys) -> None:
+    bench_run = _bench_run()
+    assert bench_run.main(["--tiny", "--cascade-weights", str(ROOT / "weights")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "segresnet2d weights folder, where cascade3d" in err
