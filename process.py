@@ -92,7 +92,8 @@ def segment(case: Case, loaded: LoadedCase, predictor: EnsemblePredictor, manife
                    f"{case.name}: {volume_ml:.2f} mL haemorrhage") if qc_dir else None
     files = write_case_outputs(case, loaded.mask_image(cleaned.mask), manifest, qc)
     return {"voxels": voxels, "volume_ml": volume_ml, "fallback": cleaned.fallback, **files,
-            "fp32_rechecked_slices": prediction.rechecked, **review(prediction, manifest.inference)}
+            "fp32_rechecked_slices": prediction.rechecked, "thin_slices_averaged_to_mm": prediction.slab_mm,
+            **review(prediction, manifest.inference)}
 
 
 def check_writable(folder: Path) -> None:

@@ -29,7 +29,7 @@ from model.windowing import CHANNELS
 from training.distributed import setup, teardown
 from training.export import TUNING_TABLES, export_run, retune_weights
 from training.families import TRAINING
-from training.folds import run_training
+from training.folds import SLAB_MM, run_training
 
 
 def _fit_parser(sub: argparse._SubParsersAction) -> None:
@@ -58,6 +58,9 @@ def _fit_parser(sub: argparse._SubParsersAction) -> None:
     fit.add_argument("--spacing", type=float, nargs="+", default=None,
                      help="train (and predict) at this spacing in mm: one in-plane value, or z y x for the 3D "
                           "cascade (default: each case's own)")
+    fit.add_argument("--slab-mm", type=float, default=SLAB_MM,
+                     help="the training cases' usual slice thickness (mm): the predictor averages thinner slices "
+                          "to it (default %(default)s, the generator's and INSTANCE's; 0: never)")
     fit.add_argument("--patch", type=int, nargs=3, default=PatchInference.roi_size,
                      help="3D training patch (z y x), also the sliding window's at inference")
     fit.add_argument("--init-filters", type=int, default=None,
@@ -106,6 +109,8 @@ def _export_parser(sub: argparse._SubParsersAction) -> None:
                              "(default: 0.7–0.95 or off, chosen out-of-fold)")
     export.add_argument("--crop-margin", type=int, default=None,
                         help="2D: pixels kept around each slice's head (default: chosen out-of-fold)")
+    export.add_argument("--slab-mm", type=float, default=None,
+                        help="average slices thinner than this (mm) before prediction (default: the run's; 0: never)")
     export.add_argument("--mirror", action="store_true",
                         help="left-right mirror test-time augmentation in the manifest (tuned with it)")
     export.add_argument("--no-never-empty", action="store_true", help="allow empty masks (screening use)")
@@ -171,7 +176,7 @@ def export(args: argparse.Namespace) -> int:
                           not args.no_never_empty, description, crop_margin=args.crop_margin, folds=args.folds,
                           intracranial_share=args.intracranial_share, keep_peak=args.keep_peak, min_peak=args.min_peak,
                           mirror=args.mirror, measure_bf16=args.measure_bf16, measure_fp16=args.measure_fp16,
-                          tune_on=args.tune_on)
+                          tune_on=args.tune_on, slab_mm=args.slab_mm)
     _report(args.weights, manifest)
     return 0
 

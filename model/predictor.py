@@ -49,8 +49,9 @@ Where the time goes and what is done about it (measurements: docs/speed.md, ``be
 
 Optional mirror test-time augmentation averages in the left–right flipped prediction.
 
-With the manifest's ``inference.spacing_zyx`` the case is first resampled to the spacing the folds
-were trained at and the probability brought back to the input grid (:mod:`model.spacing`).
+With the manifest's ``inference.slab_mm`` thinner slices are first averaged to the trained slice
+thickness, and with ``inference.spacing_zyx`` the case is resampled to the spacing the folds were
+trained at and the probability brought back to the input grid (:mod:`model.spacing`).
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ from model.head import bounding_box, head_mask, relative, slice_boxes
 from model.networks import for_inference
 from model.overlap import mean_pairwise_dice
 from model.settings import PatchInference
-from model.spacing import parse_spacing, resize, spacing_after, target_shape, voxel_ml
+from model.spacing import parse_spacing, resize, slab_average, spacing_after, target_shape, voxel_ml
 from model.weights import Manifest
 from model.window_grid import aligned_crop
 from model.windowing import SLICE_CONTEXT, neighbour_span, window_slices, window_volume
@@ -92,6 +93,7 @@ class Prediction:
     fold_dice: float  # mean pairwise Dice of the fold masks; 1.0 where both of a pair are empty
     voxel_ml: float | None  # of the grid the folds ran on (None when the spacing was not given)
     rechecked: int = 0  # slices computed again in fp32 (``inference.recheck_margin``)
+    slab_mm: float | None = None  # the slab thin slices were averaged to first (None: used as they are)
 
     @property
     def fold_ml(self) -> tuple[float, ...] | None:
@@ -177,9 +179,14 @@ class EnsemblePredictor:
     def predict(self, hu: np.ndarray, spacing_zyx: tuple[float, float, float] | None = None) -> Prediction:
         """The probability and the folds' agreement.
 
-        With ``spacing_zyx`` (mm) and a trained spacing in the manifest, the prediction is made at the
-        trained spacing and the probability resampled back to ``hu``'s grid.
+        With ``spacing_zyx`` (mm), slices thinner than the manifest's ``slab_mm`` are averaged to it,
+        and with a trained spacing the prediction is made at that spacing and the probability resampled
+        back to ``hu``'s grid.
         """
+        slab_mm = None
+        if spacing_zyx is not None:
+            averaged = slab_average(hu, spacing_zyx[0], self.manifest.inference.slab_mm)
+            hu, slab_mm = averaged, (None if averaged is hu else self.manifest.inference.slab_mm)
         shape = hu.shape if self.spacing is None or spacing_zyx is None else \
             target_shape(hu.shape, spacing_zyx, self.spacing)
         grid_ml = None if spacing_zyx is None else voxel_ml(spacing_after(hu.shape, spacing_zyx, shape))
@@ -190,7 +197,7 @@ class EnsemblePredictor:
             prob, masks, rechecked = self._predict(resampled.numpy())
             prob = resize(torch.from_numpy(prob), hu.shape).clamp_(0.0, 1.0).numpy()
         voxels = tuple(int(m.sum()) for m in masks) if masks else (0,) * len(self.models)
-        return Prediction(prob, voxels, mean_pairwise_dice(masks), grid_ml, rechecked)
+        return Prediction(prob, voxels, mean_pairwise_dice(masks), grid_ml, rechecked, slab_mm)
 
     def predict_with_fallback(self, hu: np.ndarray, spacing_zyx: tuple[float, float, float] | None,
                               say: Callable[[str], None]) -> Prediction:

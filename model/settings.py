@@ -43,6 +43,7 @@ class Inference:
     batch_size: int = 8  # slices (2D) or patches (3D) per network call
     mirror: bool = False  # average in the left–right mirrored prediction
     spacing_zyx: tuple[float | None, float | None, float | None] | None = None  # trained spacing (mm)
+    slab_mm: float | None = None  # trained slice thickness (mm): thinner slices are averaged to it first
     cpu_precision: str = "fp32"  # "auto": bf16 allowed where the CPU has it natively (measured at export)
     cuda_precision: str = "fp32"  # "auto": fp16 autocast allowed on CUDA (measured at export, emulated on the CPU)
     recheck_margin: float = 0.0  # 2D on bf16/fp16: slices with a probability this near the threshold are
@@ -51,6 +52,10 @@ class Inference:
     review_min_ml: float = 0.1  # ... when some fold found at least this much
     crop_margin: int = 32  # 2D: pixels of air kept around each slice's head box (measured per model at
     # export); the 3D cascade crops to the head's box and ignores it
+
+    def __post_init__(self) -> None:
+        if self.slab_mm is not None and not float(self.slab_mm) > 0:
+            raise SettingsError(f"inference: slab_mm {self.slab_mm!r} must be a positive thickness in mm or null")
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,12 @@ heads. As nnU-Net does, the predictor resamples each case to the manifest's ``sp
 on an axis keeps it: the 2D family resamples in-plane only), predicts, and brings the probability
 back to the input's grid before thresholding, so the mask keeps the input's exact geometry.
 
+Slices thinner than the folds were trained on are first averaged over a slab of the trained thickness
+centred on each slice (the manifest's ``slab_mm``; :func:`slab_average`), which is what a scanner's
+thicker reconstruction does: the folds never saw a thin slice's noise nor its crisp bone edges, and
+on generated 2 mm series they painted up to 5.7 mL on normal heads without it (at most 0.05 mL with it).
+The probability stays on the input's slices.
+
 Downsampling is area-weighted (bilinear with antialiasing): plain bilinear would alias a 0.45 mm
 image's noise into the coarser grid, which a model trained on natively coarse pixels never saw.
 ``torch.nn.functional.interpolate`` does this for 2D; along z (3D family only) it is linear.
@@ -18,10 +24,12 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from scipy import ndimage
 from torch.nn import functional
 
 Spacing = tuple[float | None, float | None, float | None]
 TOLERANCE = 0.02  # relative spacing difference below which a case is used as it is (no interpolation)
+SLAB_SHARE = 0.65  # slices at least this share of the slab (3.25 of 5 mm) are used as they are (measured: below)
 
 
 def voxel_ml(spacing_zyx: Sequence[float]) -> float:
@@ -36,6 +44,28 @@ def parse_spacing(value: Sequence[float | None] | None) -> Spacing | None:
     if len(value) != 3 or any(v is not None and not float(v) > 0 for v in value):
         raise ValueError(f"spacing_zyx {list(value)!r} must be three positive numbers or nulls (z, y, x)")
     return tuple(None if v is None else float(v) for v in value)  # type: ignore[return-value]
+
+
+def slab_kernel(thickness_mm: float, dz_mm: float) -> np.ndarray:
+    """Box of ``thickness_mm`` in slices ``dz_mm`` apart, fractional at its ends, summing to 1: the
+    generator's slab model (a scanner's reconstruction thickness) and the predictor's thin-slice average."""
+    half = thickness_mm / dz_mm / 2.0
+    k = int(np.ceil(half - 0.5))
+    weights = np.clip(half + 0.5 - np.abs(np.arange(-k, k + 1)), 0.0, 1.0)
+    return (weights / weights.sum()).astype(np.float32)
+
+
+def slab_average(hu: np.ndarray, dz_mm: float, slab_mm: float | None) -> np.ndarray:
+    """Each slice of ``hu`` (Z, Y, X) replaced by the ``slab_mm`` slab around it (edge slices
+    repeated), as float32; ``hu`` itself when there is no slab or its slices are at least
+    ``SLAB_SHARE`` of it. A 4 mm slice averaged to 5 mm takes an eighth of each neighbour 4 mm away:
+    bone from there laid faintly over the brain under the inner table, which the folds painted as a
+    subdural (generated 4 mm normal heads: up to 17 mL averaged, 0.09 mL as they are; at 3.5 mm 2.1
+    against 1.7 mL), while at 3 mm and thinner averaging is what keeps normal heads clean (3 mm: 20 mL
+    as they are, 0.4 mL averaged)."""
+    if slab_mm is None or dz_mm >= slab_mm * SLAB_SHARE or hu.shape[0] < 2:
+        return hu
+    return ndimage.correlate1d(np.asarray(hu, dtype=np.float32), slab_kernel(slab_mm, dz_mm), axis=0, mode="nearest")
 
 
 def target_shape(shape: Sequence[int], spacing_zyx: Sequence[float], target: Spacing) -> tuple[int, int, int]:

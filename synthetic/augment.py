@@ -40,9 +40,14 @@ class CaseParams:
 
 
 def sample_params(anat: Anatomy, rng: np.random.Generator, size: int = REFERENCE_SIZE,
-                  max_slices: int = 70) -> CaseParams:
-    """Random case parameters; the slice count is what the source's head extent allows (≤ 70)."""
-    thickness = 5.0 if rng.random() < 0.55 else float(rng.uniform(4.4, 10.0))
+                  max_slices: int = 70, thickness_mm: float | None = None) -> CaseParams:
+    """Random case parameters; the slice count is what the source's head extent allows (≤ ``max_slices``).
+
+    ``thickness_mm`` fixes the slice thickness (a thin-slice series; the random draws stay the same)
+    and scales the noise by √(5 / thickness), at most 2×: a scanner's noise at the same dose.
+    """
+    drawn = 5.0 if rng.random() < 0.55 else float(rng.uniform(4.4, 10.0))
+    thickness = thickness_mm or drawn
     scale = float(rng.uniform(0.9, 1.1))
     zs = np.flatnonzero(anat.intracranial.any(axis=(1, 2))) * anat.spacing[0]
     extent = (zs[-1] - zs[0] + 25.0) * scale  # brain plus skull base and vertex
@@ -51,10 +56,12 @@ def sample_params(anat: Anatomy, rng: np.random.Generator, size: int = REFERENCE
     head_mm = float((head.max(axis=0) - head.min(axis=0)).max()) * scale + 12.0
     spacing = float(rng.uniform(0.37, 0.60)) if rng.random() < 0.5 else float(rng.normal(0.45, 0.03))
     spacing = max(float(np.clip(spacing, 0.37, 0.60)) * REFERENCE_SIZE / size, head_mm / size)
+    noise_scale = min(float(np.sqrt(5.0 / thickness_mm)), 2.0) if thickness_mm else 1.0
     return CaseParams(size, spacing, thickness, n_slices, scale,
                       tuple(float(a) for a in rng.normal(0.0, [10.0, 3.0, 4.0])),  # pitch: gantry tilt, chin position
                       tuple(float(s) for s in rng.normal(0.0, [3.0, 6.0, 6.0])),
-                      float(rng.uniform(0.5, 2.5)), float(rng.uniform(2.0, 8.0)), float(rng.normal(0.0, 3.0)),
+                      float(rng.uniform(0.5, 2.5)), float(rng.uniform(2.0, 8.0)) * noise_scale,
+                      float(rng.normal(0.0, 3.0)),
                       bool(rng.random() < 0.3))
 
 
@@ -100,14 +107,6 @@ def case_transform(grid: sitk.Image, center: np.ndarray, p: CaseParams,
     field = sitk.TransformToDisplacementField(composite, sitk.sitkVectorFloat64, size, grid.GetOrigin(), spacing,
                                               grid.GetDirection())
     return affine, sitk.DisplacementFieldTransform(field)
-
-
-def slab_kernel(thickness_mm: float, dz_mm: float) -> np.ndarray:
-    """Box of the slice thickness in source voxels, fractional at its ends, summing to 1."""
-    half = thickness_mm / dz_mm / 2.0
-    k = int(np.ceil(half))
-    weights = np.clip(half + 0.5 - np.abs(np.arange(-k, k + 1)), 0.0, 1.0)
-    return (weights / weights.sum()).astype(np.float32)
 
 
 def _image(array: np.ndarray, anat: Anatomy, start: tuple[int, int, int] = (0, 0, 0)) -> sitk.Image:

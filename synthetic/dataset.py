@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from model.atomic import atomic_path
 from model.io import write_image_atomic
-from model.spacing import voxel_ml
+from model.spacing import slab_kernel, voxel_ml
 from synthetic import augment
 from synthetic.lesions import Edit, make_lesion
 from synthetic.mimics import make_mimics
@@ -60,21 +60,23 @@ def _choose_source(rng: np.random.Generator, sources: tuple[str, ...]) -> str:
 
 def generate_case(seed: int, source: str | None = None, size: int = augment.REFERENCE_SIZE,
                   max_slices: int = 70, n_lesions: int | None = None, subtypes: tuple[str, ...] | None = None,
-                  sources: tuple[str, ...] | None = None) -> tuple[sitk.Image, sitk.Image, dict[str, Any]]:
+                  sources: tuple[str, ...] | None = None,
+                  thickness_mm: float | None = None) -> tuple[sitk.Image, sitk.Image, dict[str, Any]]:
     """A CT (int16 HU) and its label (uint8 0/1) with identical geometry, and what was inserted.
 
     ``source`` fixes the anatomy (else drawn from ``sources``, default: the installed ones);
-    ``n_lesions`` / ``subtypes`` override the random haemorrhage count and subtypes.
+    ``n_lesions`` / ``subtypes`` override the random haemorrhage count and subtypes; ``thickness_mm``
+    fixes the slice thickness (else INSTANCE's 4.4–10 mm).
     """
     rng = np.random.default_rng(seed)
     if source is None:
         source = _choose_source(rng, sources or available_sources(report=lambda _: None))
     anat = load_source(source, int(rng.integers(PHANTOM_VARIANTS)) if source == "phantom" else 0)
-    params = augment.sample_params(anat, rng, size=size, max_slices=max_slices)
+    params = augment.sample_params(anat, rng, size=size, max_slices=max_slices, thickness_mm=thickness_mm)
     center = augment.source_center(anat)
     grid = augment.output_grid(center, params)
     affine, transform = augment.case_transform(grid, center, params, rng)
-    kernel = augment.slab_kernel(params.thickness / params.scale, anat.spacing[0])
+    kernel = slab_kernel(params.thickness / params.scale, anat.spacing[0])
 
     if n_lesions is None:
         n_lesions = 0 if rng.random() < NEGATIVE_SHARE else int(rng.choice([1, 2, 3], p=[0.55, 0.3, 0.15]))
@@ -166,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=augment.REFERENCE_SIZE, help="in-plane matrix (512 like INSTANCE)")
     parser.add_argument("--max-slices", type=int, default=70)
     parser.add_argument("--lesions", type=int, default=None, help="fixed number of haemorrhages per case")
+    parser.add_argument("--thickness", type=float, default=None,
+                        help="fixed slice thickness in mm, e.g. a thin-slice series (raise --max-slices to cover "
+                             "the head); noise scaled by sqrt(5/thickness), at most 2x (default: 4.4-10 mm)")
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args(argv)
     if args.train < 0 or args.eval < 0 or args.train + args.eval == 0:
@@ -179,6 +184,10 @@ def main(argv: list[str] | None = None) -> int:
     options: dict[str, Any] = {"sources": usable, "size": args.size, "max_slices": args.max_slices}
     if args.lesions is not None:
         options["n_lesions"] = args.lesions
+    if args.thickness is not None:
+        if not args.thickness > 0:
+            parser.error("--thickness must be a positive number of mm")
+        options["thickness_mm"] = args.thickness
     results = write_dataset(args.out, args.train, args.eval, args.seed, args.workers, **options)
     positives = sum(1 for r in results if r["label_ml"] > 0)
     print(f"wrote {len(results)} cases to {args.out} ({positives} with haemorrhage)")

@@ -42,6 +42,23 @@ def test_flat_folder_end_to_end(tmp_path, weights_factory, family, mode):
     assert record["fallback"] in (True, False) and isinstance(record["review"], bool)
     assert 0.0 <= record["fold_dice"] <= 1.0 and len(record["fold_ml"]) == 2
     assert record["review"] == ("review_reason" in record)
+    assert record["thin_slices_averaged_to_mm"] is None  # 5 mm slices, and no slab in these weights
+
+
+@pytest.mark.parametrize("family", ["segresnet2d", "cascade3d"])
+def test_a_thin_slice_series_is_predicted_on_the_trained_slab_and_answered_on_every_slice(
+        tmp_path, weights_factory, family):
+    inference = {"segresnet2d": {"batch_size": 4}, "cascade3d": {"roi_size": [4, 32, 32], "batch_size": 2}}[family]
+    weights = weights_factory(family, "windows3", inference={**inference, "slab_mm": 5.0})
+    inp, out = tmp_path / "in", tmp_path / "out"
+    inp.mkdir()
+    image = ct_image(head_volume((24, 64, 56)), spacing=(0.45, 0.45, 1.25))
+    sitk.WriteImage(image, str(inp / "thin.nii.gz"))
+    assert run(inp, out, weights) == 0
+    mask = sitk.ReadImage(str(out / "thin.nii.gz"))
+    assert mask.GetSize() == image.GetSize() and mask.GetSpacing() == pytest.approx(image.GetSpacing())
+    record = json.loads((out / "results.json").read_text())["cases"][0]
+    assert record["status"] == "ok" and record["thin_slices_averaged_to_mm"] == 5.0
 
 
 def test_flipped_and_permuted_storage_gives_the_same_physical_mask(tmp_path, weights_factory):

@@ -17,8 +17,8 @@ from torch import nn
 
 from model.postprocess import postprocess
 from model.predictor import EnsemblePredictor
-from model.spacing import parse_spacing, resize, target_shape, to_spacing, voxel_ml
-from model.weights import Manifest, load_manifest, load_models
+from model.spacing import parse_spacing, resize, slab_average, slab_kernel, target_shape, to_spacing, voxel_ml
+from model.weights import Manifest, WeightsError, load_manifest, load_models
 from tests.conftest import ct_image, head_volume
 from training.data import cache_case
 from training.splits import TrainCase
@@ -49,6 +49,25 @@ def test_resize_preserves_a_constant_and_the_mean_of_a_smooth_image():
     assert to_spacing(np.zeros((2, 8, 8), np.float32), (5.0, 0.9, 0.9), None).shape == (2, 8, 8)
 
 
+def test_thin_slices_are_averaged_over_the_slab_and_thick_ones_kept():
+    assert slab_kernel(5.0, 1.25) == pytest.approx([0.125, 0.25, 0.25, 0.25, 0.125])
+    assert slab_kernel(5.0, 2.0) == pytest.approx([0.3, 0.4, 0.3])
+    assert slab_kernel(5.0, 0.957).sum() == pytest.approx(1.0)
+    rng = np.random.default_rng(0)
+    thin = (30.0 + 10.0 * rng.standard_normal((40, 32, 32))).astype(np.float32)
+    thin[20] += 40.0  # one bright 1.25 mm slice: a quarter of it is left in a 5 mm slab
+    assert slab_average(thin, 3.0, 5.0) is not thin  # 3 mm: averaged ([0.2, 0.6, 0.2])
+    slab = slab_average(thin, 1.25, 5.0)
+    assert slab.shape == thin.shape and slab.dtype == np.float32
+    assert float(slab[5:15].std()) == pytest.approx(10.0 * np.sqrt(0.21875), rel=0.1)  # sqrt(sum w²) of the noise
+    assert float(slab[20].mean()) == pytest.approx(30.0 + 0.25 * 40.0, abs=1.0)
+    assert float(slab.mean()) == pytest.approx(float(thin.mean()), abs=0.05)  # averaging keeps the HU
+    for dz, slab_mm in ((5.0, 5.0), (6.0, 5.0), (4.0, 5.0), (3.5, 5.0), (1.25, None)):
+        assert slab_average(thin, dz, slab_mm) is thin
+    one = thin[:1]
+    assert slab_average(one, 1.25, 5.0) is one  # a single slice: nothing to average with
+
+
 class Recorder(nn.Module):
     """Logit positive for 50–90 HU (from the [−20, 180] window); records the in-plane sizes it is given."""
 
@@ -66,8 +85,9 @@ class Recorder(nn.Module):
         return torch.minimum(hu - 50.0, 90.0 - hu) + self.bias
 
 
-def manifest(spacing: list | None) -> Manifest:
-    inference = {"crop_margin": 64} | ({"spacing_zyx": spacing} if spacing else {})
+def manifest(spacing: list | None, slab_mm: float | None = None) -> Manifest:
+    inference = {"crop_margin": 64} | ({"spacing_zyx": spacing} if spacing else {}) | \
+        ({"slab_mm": slab_mm} if slab_mm else {})
     return Manifest.from_dict({"family": "segresnet2d", "input_mode": "windows3",
                                "folds": [{"file": "-", "sha256": "-"}], "inference": inference})
 
@@ -85,6 +105,20 @@ def test_predictor_runs_at_the_trained_spacing_and_answers_on_the_input_grid():
     assert bleed > 500 and abs(int((coarse[inside] > 0.5).sum()) - bleed) <= 0.1 * bleed
     predictor(hu, (5.0, 0.9, 0.9))  # already at the trained spacing: predicted on the grid as it is
     assert max(h for h, _ in predictor.models[0].sizes[len(sizes):]) > 48
+
+
+def test_predictor_sees_thin_slices_as_the_trained_slab_and_answers_on_every_slice():
+    hu = head_volume((24, 96, 80)).astype(np.float32)
+    hu[(hu > 50) & (hu < 100)] = 30  # no blood for the Recorder (50–90 HU); the skull stays
+    hu[12, 36:44, 26:34] = 70.0  # blood in one thin slice only: 70 HU there, 40 HU in a 5 mm slab
+    plain = EnsemblePredictor([Recorder()], manifest(None), CPU)(hu, (1.25, 0.9, 0.9))
+    slab = EnsemblePredictor([Recorder()], manifest(None, slab_mm=5.0), CPU)(hu, (1.25, 0.9, 0.9))
+    assert slab.shape == hu.shape
+    assert plain[12, 38:42, 28:32].min() > 0.5 and slab[12, 38:42, 28:32].max() < 0.5
+    thick = EnsemblePredictor([Recorder()], manifest(None, slab_mm=5.0), CPU)(hu, (5.0, 0.9, 0.9))
+    np.testing.assert_array_equal(thick, plain)  # slices as thick as the slab: used as they are
+    with pytest.raises(WeightsError, match="slab_mm"):
+        manifest(None, slab_mm=-5.0)
 
 
 def test_cache_resamples_training_cases_to_the_trained_spacing(tmp_path: Path):

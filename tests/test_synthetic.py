@@ -86,6 +86,17 @@ def test_deterministic_for_a_seed():
     assert c[2] != a[2]
 
 
+def test_a_fixed_thickness_gives_a_thin_slice_series_of_the_same_case():
+    whole_head = {**SMALL, "max_slices": 200}
+    _, _, usual = generate_case(21, "invesalius", n_lesions=0, **whole_head)
+    ct, _, thin = generate_case(21, "invesalius", n_lesions=0, thickness_mm=1.25, **whole_head)
+    assert ct.GetSpacing()[2] == pytest.approx(1.25) and thin["spacing"][2] == 1.25
+    assert thin["tilt_deg"] == usual["tilt_deg"] and thin["spacing"][0] == usual["spacing"][0]  # same draws
+    z_mm = {info["size"][2] * info["spacing"][2] for info in (usual, thin)}
+    assert max(z_mm) - min(z_mm) <= max(usual["spacing"][2], 1.25)  # the same head extent, more slices
+    assert thin["noise_sd"] == pytest.approx(2.0 * usual["noise_sd"], abs=0.1)  # sqrt(5 / 1.25), at the cap
+
+
 @pytest.mark.parametrize("subtype", SUBTYPES)
 def test_every_subtype_is_inserted_and_labelled(subtype):
     _ct, label, info = generate_case(7, "phantom", subtypes=(subtype,), **SMALL)

@@ -242,6 +242,7 @@ def test_export_round_trips_into_process(dataset: Path, tmp_path: Path) -> None:
                        "--description", "data=blobs"]) == 0
     manifest = load_manifest(weights)  # hashes verified
     assert len(manifest.folds) == 2 and manifest.postprocess.never_empty
+    assert manifest.inference.slab_mm == 5.0  # fit's default: thinner slices are averaged to it
     assert manifest.description["data"] == "blobs"
     tuning = json.loads((run / "export_tuning.json").read_text())
     assert tuning["min_component_ml"] == manifest.postprocess.min_component_ml
@@ -267,8 +268,13 @@ def test_export_round_trips_into_process(dataset: Path, tmp_path: Path) -> None:
     assert manifest.inference.cuda_precision == "fp32" and "fp16_agreement" not in manifest.description  # unmeasured
     assert train.main(["export", "--run", str(run), "--weights", str(tmp_path / "one"), "--folds", "1",
                        "--min-component-ml", "0", "--crop-margin", "16", "--measure-bf16", "--measure-fp16"]) == 0
+    assert train.main(["export", "--run", str(run), "--weights", str(tmp_path / "none"), "--folds", "1",
+                       "--min-component-ml", "0", "--crop-margin", "16", "--threshold", "0.5",
+                       "--intracranial-share", "0", "--keep-peak", "0.9", "--min-peak", "0.7", "--slab-mm", "0"]) == 0
+    assert load_manifest(tmp_path / "none").inference.slab_mm is None  # export --slab-mm 0: slices as they are
     one = load_manifest(tmp_path / "one")  # a subset of the folds ships, e.g. those trained in the time there was
     assert len(one.folds) == 1 and one.description["cv_folds"] == "[1] of 2"
+    assert one.inference.slab_mm == 5.0
     check_agreement(one)  # measured on any CPU when asked (emulated where bf16 is not native)
     check_agreement(one, "fp16")  # CUDA's fp16, emulated on the CPU
     torch.testing.assert_close(load_models(tmp_path / "one", one, torch.device("cpu"))[0].state_dict()[key], value)

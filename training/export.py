@@ -373,18 +373,22 @@ def export_run(run: Path, weights_dir: Path, checkpoint: str = "best", threshold
                device: torch.device | None = None, crop_margin: int | None = None,
                folds: list[int] | None = None, intracranial_share: float | None = None,
                keep_peak: float | None = None, mirror: bool = False, measure_bf16: bool = False,
-               min_peak: float | None = None, measure_fp16: bool = False, tune_on: Path | None = None) -> Manifest:
+               min_peak: float | None = None, measure_fp16: bool = False, tune_on: Path | None = None,
+               slab_mm: float | None = None) -> Manifest:
     """Write ``weights_dir`` from the run's folds (``folds``: a subset, e.g. those trained in the time
     there was); ``None`` settings are chosen out-of-fold, on the cases those folds held out, or with
     ``tune_on`` on that folder's cases as the ensemble predicts them.
     ``measure_bf16``: decide ``cpu_precision`` on a CPU without native bf16 too (emulated, slow);
-    ``measure_fp16``: decide ``cuda_precision`` (fp16 emulated on the CPU, slow; unmeasured: fp32)."""
+    ``measure_fp16``: decide ``cuda_precision`` (fp16 emulated on the CPU, slow; unmeasured: fp32);
+    ``slab_mm``: the thin-slice average's thickness instead of the run's (0: none)."""
     config_path = run / "config.json"
     if not config_path.is_file():
         raise FileNotFoundError(f"{config_path}: not a training run folder (no config.json)")
     config = json.loads(config_path.read_text())
     states = fold_states(run, config, checkpoint, folds)
     inference = {**config["inference"], "mirror": mirror}
+    if slab_mm is not None:
+        inference["slab_mm"] = float(slab_mm) or None
     config = {**config, "inference": inference}  # tuned as it will run: with the mirror view when asked
     slices = family(config["family"]).slice_wise
     tuning, single_slice_ml = None, None

@@ -76,6 +76,9 @@ def _cache_all(dataset: Path, run: Path, info: DistInfo, spacing: Spacing | None
     return {case.name: cache_case(case, run / "cache", spacing) for case in cases}
 
 
+SLAB_MM = 5.0  # a new run's slab_mm: INSTANCE's usual slice thickness and the generator's (55 % of cases)
+
+
 def training_spacing(family: str, values: list[float] | None) -> list[float | None] | None:
     """``--spacing``: one value is the in-plane pixel (mm), three are (z, y, x) for the 3D cascade."""
     if not values:
@@ -106,6 +109,8 @@ def prepare(args, info: DistInfo) -> tuple[RunConfig, list[dict], dict[str, Cach
     spacing = training_spacing(args.family, getattr(args, "spacing", None))
     if spacing is not None:
         inference["spacing_zyx"] = spacing
+    if getattr(args, "slab_mm", None):
+        inference["slab_mm"] = float(args.slab_mm)
     factor = tuple(int(f) for f in build_network(args.family, CHANNELS[args.input_mode], network).shape_factor())
     if len(crop) != len(factor) or any(c % f for c, f in zip(crop, factor, strict=True)):
         raise ValueError(f"crop/patch {crop} must be a multiple of the network's shape factor {factor}")
