@@ -49,7 +49,7 @@ Where the time goes and what is done about it (measurements: docs/speed.md, ``be
 
 Optional mirror test-time augmentation averages in the left–right flipped prediction.
 
-With the manifest's ``inference.slab_mm`` thinner slices are first averaged to the trained slice
+With the manifest's ``inference.slab_mm`` much thinner slices are first averaged to the trained slice
 thickness, and with ``inference.spacing_zyx`` the case is resampled to the spacing the folds were
 trained at and the probability brought back to the input grid (:mod:`model.spacing`).
 """
@@ -179,7 +179,7 @@ class EnsemblePredictor:
     def predict(self, hu: np.ndarray, spacing_zyx: tuple[float, float, float] | None = None) -> Prediction:
         """The probability and the folds' agreement.
 
-        With ``spacing_zyx`` (mm), slices thinner than the manifest's ``slab_mm`` are averaged to it,
+        With ``spacing_zyx`` (mm), slices much thinner than the manifest's ``slab_mm`` are averaged to it,
         and with a trained spacing the prediction is made at that spacing and the probability resampled
         back to ``hu``'s grid.
         """

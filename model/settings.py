@@ -43,7 +43,7 @@ class Inference:
     batch_size: int = 8  # slices (2D) or patches (3D) per network call
     mirror: bool = False  # average in the left–right mirrored prediction
     spacing_zyx: tuple[float | None, float | None, float | None] | None = None  # trained spacing (mm)
-    slab_mm: float | None = None  # trained slice thickness (mm): thinner slices are averaged to it first
+    slab_mm: float | None = None  # trained slice thickness (mm): much thinner slices are averaged to it first
     cpu_precision: str = "fp32"  # "auto": bf16 allowed where the CPU has it natively (measured at export)
     cuda_precision: str = "fp32"  # "auto": fp16 autocast allowed on CUDA (measured at export, emulated on the CPU)
     recheck_margin: float = 0.0  # 2D on bf16/fp16: slices with a probability this near the threshold are

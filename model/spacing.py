@@ -7,11 +7,11 @@ heads. As nnU-Net does, the predictor resamples each case to the manifest's ``sp
 on an axis keeps it: the 2D family resamples in-plane only), predicts, and brings the probability
 back to the input's grid before thresholding, so the mask keeps the input's exact geometry.
 
-Slices thinner than the folds were trained on are first averaged over a slab of the trained thickness
-centred on each slice (the manifest's ``slab_mm``; :func:`slab_average`), which is what a scanner's
-thicker reconstruction does: the folds never saw a thin slice's noise nor its crisp bone edges, and
-on generated 2 mm series they painted up to 5.7 mL on normal heads without it (at most 0.05 mL with it).
-The probability stays on the input's slices.
+Slices much thinner than the folds were trained on (under ``SLAB_SHARE`` of the manifest's
+``slab_mm``) are first averaged over a slab of the trained thickness centred on each slice
+(:func:`slab_average`), which is what a scanner's thicker reconstruction does: the folds never saw a
+thin slice's noise nor its crisp bone edges, and on generated 2 mm series they painted up to 5.7 mL on
+normal heads without it (at most 0.05 mL with it). The probability stays on the input's slices.
 
 Downsampling is area-weighted (bilinear with antialiasing): plain bilinear would alias a 0.45 mm
 image's noise into the coarser grid, which a model trained on natively coarse pixels never saw.
