@@ -24,6 +24,7 @@ from model.families import CASCADE3D, FAMILIES, SEGRESNET2D
 from model.io import CaseError
 from model.networks import SegResNet2DNetwork
 from model.settings import PatchInference
+from model.spacing import SLAB_SHARE
 from model.weights import Manifest, WeightsError
 from model.windowing import CHANNELS
 from training.distributed import setup, teardown
@@ -59,8 +60,8 @@ def _fit_parser(sub: argparse._SubParsersAction) -> None:
                      help="train (and predict) at this spacing in mm: one in-plane value, or z y x for the 3D "
                           "cascade (default: each case's own)")
     fit.add_argument("--slab-mm", type=float, default=SLAB_MM,
-                     help="the training cases' usual slice thickness (mm): the predictor averages slices under 0.65 of "
-                          "it to it (default %(default)s, the generator's and INSTANCE's; 0: never)")
+                     help=f"the training cases' usual slice thickness (mm): the predictor averages slices under "
+                          f"{SLAB_SHARE} of it to it (default %(default)s, the generator's and INSTANCE's; 0: never)")
     fit.add_argument("--patch", type=int, nargs=3, default=PatchInference.roi_size,
                      help="3D training patch (z y x), also the sliding window's at inference")
     fit.add_argument("--init-filters", type=int, default=None,
@@ -110,7 +111,7 @@ def _export_parser(sub: argparse._SubParsersAction) -> None:
     export.add_argument("--crop-margin", type=int, default=None,
                         help="2D: pixels kept around each slice's head (default: chosen out-of-fold)")
     export.add_argument("--slab-mm", type=float, default=None,
-                        help="the slab (mm) that slices under 0.65 of it are averaged to before prediction "
+                        help=f"the slab (mm) that slices under {SLAB_SHARE} of it are averaged to before prediction "
                              "(default: the run's; 0: never)")
     export.add_argument("--mirror", action="store_true",
                         help="left-right mirror test-time augmentation in the manifest (tuned with it)")
