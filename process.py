@@ -93,6 +93,7 @@ def segment(case: Case, loaded: LoadedCase, predictor: EnsemblePredictor, manife
     files = write_case_outputs(case, loaded.mask_image(cleaned.mask), manifest, qc)
     return {"voxels": voxels, "volume_ml": volume_ml, "fallback": cleaned.fallback, **files,
             "fp32_rechecked_slices": prediction.rechecked, "thin_slices_averaged_to_mm": prediction.slab_mm,
+            "hu_shift": prediction.hu_shift,
             **review(prediction, manifest.inference)}
 
 

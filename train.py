@@ -113,6 +113,8 @@ def _export_parser(sub: argparse._SubParsersAction) -> None:
     export.add_argument("--slab-mm", type=float, default=None,
                         help=f"the slab (mm) that slices under {SLAB_SHARE} of it are averaged to before prediction "
                              "(default: the run's; 0: never)")
+    export.add_argument("--no-brain-hu", action="store_true",
+                        help="do not measure the training heads' brain HU levels (scans are then never shifted)")
     export.add_argument("--mirror", action="store_true",
                         help="left-right mirror test-time augmentation in the manifest (tuned with it)")
     export.add_argument("--no-never-empty", action="store_true", help="allow empty masks (screening use)")
@@ -178,7 +180,8 @@ def export(args: argparse.Namespace) -> int:
                           not args.no_never_empty, description, crop_margin=args.crop_margin, folds=args.folds,
                           intracranial_share=args.intracranial_share, keep_peak=args.keep_peak, min_peak=args.min_peak,
                           mirror=args.mirror, measure_bf16=args.measure_bf16, measure_fp16=args.measure_fp16,
-                          tune_on=args.tune_on, slab_mm=args.slab_mm)
+                          tune_on=args.tune_on, slab_mm=args.slab_mm,
+                          brain_hu=not args.no_brain_hu)
     _report(args.weights, manifest)
     return 0
 

@@ -2,12 +2,17 @@
 
     python3 bench/accuracy.py --data data/heldout --subset evaluation [--weights weights] [--out FILE.json]
     python3 bench/accuracy.py --data data/heldout --single-slices [...]
+    python3 bench/accuracy.py --data data/heldout --offset-hu 10 [...]
 
 With ``--single-slices`` each labelled case gives up to three one-slice inputs instead (its slices
 with the largest, the median and the smallest cross-section of blood, at least ``MIN_SLICE_PIXELS``
 pixels), scored the same way and binned by the blood's volume in that slice: the generated stand-in
 for a set of single real slices with expert masks, where a rule made for volumes (the smallest
 component kept, the never-empty fallback) meets a bleed cut to one slice.
+
+With ``--offset-hu`` every voxel of every case is moved by that many HU before the model and the rule
+see it: a scanner calibrated differently from the training heads (the predictor's brain-level shift,
+:mod:`model.calibration`, is what is measured; each row records the shift it made).
 
 Each case is read and predicted exactly as ``process.py`` does it (canonical orientation, the
 manifest's spacing, fold ensemble, post-processing); the baseline is :mod:`bench.hu_rule`. Cases
@@ -89,9 +94,10 @@ def inputs(data: Path, subset: str, single_slices: bool) -> Iterator[Labelled]:
             yield f"{case.name}_z{z:02d}", hu[z: z + 1], label[z: z + 1], spacing
 
 
-def score_cases(data: Path, subset: str, weights: Path, single_slices: bool = False) -> list[dict]:
+def score_cases(data: Path, subset: str, weights: Path, single_slices: bool = False,
+                offset_hu: float = 0.0) -> list[dict]:
     """Per case (or picked slice): true mL, and for the model and the rule the predicted mL and DSC
-    (None without blood)."""
+    (None without blood); every voxel moved by ``offset_hu`` first."""
     manifest = load_manifest(weights)
     device = torch.device("cpu")
     predictor = EnsemblePredictor(load_models(weights, manifest, device), manifest, device)
@@ -99,6 +105,8 @@ def score_cases(data: Path, subset: str, weights: Path, single_slices: bool = Fa
     rows = []
     for name, hu, label_array, spacing in inputs(data, subset, single_slices):
         label = label_array > 0
+        if offset_hu:
+            hu = hu.astype(np.float32) + np.float32(offset_hu)
         started = time.perf_counter()
         prediction = predictor.predict(hu, spacing)
         cleaned = postprocess(prediction.prob, spacing, manifest.threshold, manifest.postprocess, hu=hu)
@@ -106,8 +114,8 @@ def score_cases(data: Path, subset: str, weights: Path, single_slices: bool = Fa
         masks = {"model": cleaned.mask > 0, "rule": hu_rule_mask(hu, spacing) > 0}
         ml = voxel_ml(spacing)
         row = {"case": name, "true_ml": round(float(label.sum()) * ml, 3), "seconds": round(seconds, 2),
-               "fallback": cleaned.fallback, "fold_dice": round(prediction.fold_dice, 4),
-               "fold_max_ml": max(prediction.fold_ml or (0.0,))}
+               "fallback": cleaned.fallback, "hu_shift": prediction.hu_shift,
+               "fold_dice": round(prediction.fold_dice, 4), "fold_max_ml": max(prediction.fold_ml or (0.0,))}
         if label.any() and name in subtypes:
             row["subtype"] = subtypes[name]
         for method, mask in masks.items():
@@ -189,10 +197,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="write the per-case numbers here (JSON)")
     parser.add_argument("--single-slices", action="store_true",
                         help="score up to three one-slice inputs per case with blood instead of whole cases")
+    parser.add_argument("--offset-hu", type=float, default=0.0,
+                        help="move every voxel by this many HU first (a differently calibrated scanner)")
     args = parser.parse_args(argv)
     keep_freed_memory()  # as process.py runs: the seconds per case are its
     print(f"cpu={cpu_model()} threads={torch.get_num_threads()}", flush=True)
-    rows = score_cases(args.data, args.subset, args.weights, args.single_slices)
+    rows = score_cases(args.data, args.subset, args.weights, args.single_slices, args.offset_hu)
     print(table(rows, SLICE_BINS if args.single_slices else BINS))
     if any(r.get("subtype") for r in rows):
         print()

@@ -49,9 +49,11 @@ Where the time goes and what is done about it (measurements: docs/speed.md, ``be
 
 Optional mirror test-time augmentation averages in the left–right flipped prediction.
 
-With the manifest's ``inference.slab_mm`` much thinner slices are first averaged to the trained slice
-thickness, and with ``inference.spacing_zyx`` the case is resampled to the spacing the folds were
-trained at and the probability brought back to the input grid (:mod:`model.spacing`).
+With the manifest's ``inference.brain_hu`` a scan whose brain lies outside the trained levels is
+first shifted into them (:mod:`model.calibration`). With ``inference.slab_mm`` much thinner slices
+are then averaged to the trained slice thickness, and with ``inference.spacing_zyx`` the case is
+resampled to the spacing the folds were trained at and the probability brought back to the input
+grid (:mod:`model.spacing`).
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ import torch
 from monai.inferers import sliding_window_inference
 from torch import nn
 
+from model.calibration import brain_level, hu_shift
 from model.compute import ComputePath, path_for_weights, set_cuda_convolutions
 from model.crop_border import CropBorderPadding, Sides, crop_sides
 from model.head import bounding_box, head_mask, relative, slice_boxes
@@ -94,6 +97,7 @@ class Prediction:
     voxel_ml: float | None  # of the grid the folds ran on (None when the spacing was not given)
     rechecked: int = 0  # slices computed again in fp32 (``inference.recheck_margin``)
     slab_mm: float | None = None  # the slab thin slices were averaged to first (None: used as they are)
+    hu_shift: float = 0.0  # HU subtracted first to bring the brain into the trained range (model.calibration)
 
     @property
     def fold_ml(self) -> tuple[float, ...] | None:
@@ -179,12 +183,15 @@ class EnsemblePredictor:
     def predict(self, hu: np.ndarray, spacing_zyx: tuple[float, float, float] | None = None) -> Prediction:
         """The probability and the folds' agreement.
 
-        With ``spacing_zyx`` (mm), slices much thinner than the manifest's ``slab_mm`` are averaged to it,
-        and with a trained spacing the prediction is made at that spacing and the probability resampled
-        back to ``hu``'s grid.
+        With ``spacing_zyx`` (mm), a brain outside the trained HU levels is shifted into them, slices
+        much thinner than the manifest's ``slab_mm`` are averaged to it, and with a trained spacing the
+        prediction is made at that spacing and the probability resampled back to ``hu``'s grid.
         """
-        slab_mm = None
+        slab_mm, shift = None, 0.0
         if spacing_zyx is not None:
+            shift = hu_shift(brain_level(hu, spacing_zyx), self.manifest.inference.brain_hu)
+            if shift:
+                hu = np.asarray(hu, dtype=np.float32) - np.float32(shift)
             averaged = slab_average(hu, spacing_zyx[0], self.manifest.inference.slab_mm)
             hu, slab_mm = averaged, (None if averaged is hu else self.manifest.inference.slab_mm)
         shape = hu.shape if self.spacing is None or spacing_zyx is None else \
@@ -197,7 +204,7 @@ class EnsemblePredictor:
             prob, masks, rechecked = self._predict(resampled.numpy())
             prob = resize(torch.from_numpy(prob), hu.shape).clamp_(0.0, 1.0).numpy()
         voxels = tuple(int(m.sum()) for m in masks) if masks else (0,) * len(self.models)
-        return Prediction(prob, voxels, mean_pairwise_dice(masks), grid_ml, rechecked, slab_mm)
+        return Prediction(prob, voxels, mean_pairwise_dice(masks), grid_ml, rechecked, slab_mm, round(shift, 2))
 
     def predict_with_fallback(self, hu: np.ndarray, spacing_zyx: tuple[float, float, float] | None,
                               say: Callable[[str], None]) -> Prediction:

@@ -44,6 +44,8 @@ class Inference:
     mirror: bool = False  # average in the left–right mirrored prediction
     spacing_zyx: tuple[float | None, float | None, float | None] | None = None  # trained spacing (mm)
     slab_mm: float | None = None  # trained slice thickness (mm): much thinner slices are averaged to it first
+    brain_hu: tuple[float, float] | None = None  # the training heads' brain levels (HU, model.calibration): a
+    # scan whose brain lies outside is shifted into this range first
     cpu_precision: str = "fp32"  # "auto": bf16 allowed where the CPU has it natively (measured at export)
     cuda_precision: str = "fp32"  # "auto": fp16 autocast allowed on CUDA (measured at export, emulated on the CPU)
     recheck_margin: float = 0.0  # 2D on bf16/fp16: slices with a probability this near the threshold are
@@ -56,6 +58,9 @@ class Inference:
     def __post_init__(self) -> None:
         if self.slab_mm is not None and not float(self.slab_mm) > 0:
             raise SettingsError(f"inference: slab_mm {self.slab_mm!r} must be a positive thickness in mm or null")
+        if self.brain_hu is not None and not (len(self.brain_hu) == 2 and self.brain_hu[0] <= self.brain_hu[1]):
+            raise SettingsError(f"inference: brain_hu {list(self.brain_hu)} must be [low, high] HU "
+                                "with low <= high, or null")
 
 
 @dataclass(frozen=True)

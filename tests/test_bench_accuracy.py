@@ -68,6 +68,11 @@ def test_accuracy_table_bins_cases_and_scores_normal_heads(tmp_path: Path, weigh
     assert f"| subdural | 1 | {rows[0]['model_dsc']:.3f} | {rows[0]['rule_dsc']:.3f} |" in printed
     assert "| subarachnoid | 1 |" in printed and "| epidural |" not in printed
     assert "cpu=" in printed and "001: true" in printed  # each case's line is named by its case
+    assert all(r["hu_shift"] == 0.0 for r in rows)  # no trained brain range in these weights
+    assert accuracy.main(["--data", str(tmp_path / "set"), "--weights", str(weights), "--out", str(out),
+                          "--offset-hu", "100"]) == 0
+    moved = json.loads(out.read_text())  # blood at 170 HU: outside the rule's 50-90 HU
+    assert moved[0]["rule_dsc"] == 0.0 and moved[0]["true_ml"] == rows[0]["true_ml"]
 
 
 def test_picked_slices_are_the_smallest_median_and_largest_cross_sections():

@@ -43,6 +43,7 @@ def test_flat_folder_end_to_end(tmp_path, weights_factory, family, mode):
     assert 0.0 <= record["fold_dice"] <= 1.0 and len(record["fold_ml"]) == 2
     assert record["review"] == ("review_reason" in record)
     assert record["thin_slices_averaged_to_mm"] is None  # 5 mm slices, and no slab in these weights
+    assert record["hu_shift"] == 0.0  # no trained brain range in these weights
 
 
 @pytest.mark.parametrize("family", ["segresnet2d", "cascade3d"])

@@ -243,6 +243,8 @@ def test_export_round_trips_into_process(dataset: Path, tmp_path: Path) -> None:
     manifest = load_manifest(weights)  # hashes verified
     assert len(manifest.folds) == 2 and manifest.postprocess.never_empty
     assert manifest.inference.slab_mm == 5.0  # fit's default: thinner slices are averaged to it
+    low, high = manifest.inference.brain_hu  # measured on the training heads: 35 HU brain and noise
+    assert 33.0 < low <= high < 37.0
     assert manifest.description["data"] == "blobs"
     tuning = json.loads((run / "export_tuning.json").read_text())
     assert tuning["min_component_ml"] == manifest.postprocess.min_component_ml
@@ -270,8 +272,10 @@ def test_export_round_trips_into_process(dataset: Path, tmp_path: Path) -> None:
                        "--min-component-ml", "0", "--crop-margin", "16", "--measure-bf16", "--measure-fp16"]) == 0
     assert train.main(["export", "--run", str(run), "--weights", str(tmp_path / "none"), "--folds", "1",
                        "--min-component-ml", "0", "--crop-margin", "16", "--threshold", "0.5",
-                       "--intracranial-share", "0", "--keep-peak", "0.9", "--min-peak", "0.7", "--slab-mm", "0"]) == 0
+                       "--intracranial-share", "0", "--keep-peak", "0.9", "--min-peak", "0.7", "--slab-mm", "0",
+                       "--no-brain-hu"]) == 0
     assert load_manifest(tmp_path / "none").inference.slab_mm is None  # export --slab-mm 0: slices as they are
+    assert load_manifest(tmp_path / "none").inference.brain_hu is None  # never shifted
     one = load_manifest(tmp_path / "one")  # a subset of the folds ships, e.g. those trained in the time there was
     assert len(one.folds) == 1 and one.description["cv_folds"] == "[1] of 2"
     assert one.inference.slab_mm == 5.0

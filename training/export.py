@@ -34,13 +34,14 @@ from scipy import ndimage
 from torch import nn
 
 from model.anatomy import blood_space
+from model.calibration import brain_level
 from model.compute import ComputePath, choose_path, cpu_flags, cpu_has_native_bf16, cpu_model
 from model.families import family
 from model.postprocess import CONNECTIVITY, PostprocessConfig, components_kept, fallback_region, remove_extracranial
 from model.predictor import EnsemblePredictor
 from model.spacing import parse_spacing, voxel_ml
 from model.weights import Manifest, build_model, load_manifest, write_weights
-from training.data import CachedCase, cache_case
+from training.data import CachedCase, cache_case, canonical_arrays
 from training.families import checkpoint_path, training_family, training_record
 from training.splits import find_cases, read_splits
 from training.validation import predict_case, probe_manifest
@@ -100,6 +101,31 @@ def _held_out(run: Path, config: dict, states: dict[int, dict],
         model = _model(config, states[fold], device)
         for name in split["val"]:
             yield cases[name], [model]
+
+
+BRAIN_HU_PERCENTILES = (2.5, 75.0)  # down to where most training heads are, up only to nearly all of them
+
+
+def trained_brain_hu(run: Path, config: dict, folds: list[int]) -> list[float] | None:
+    """The brain levels (:func:`model.calibration.brain_level`) the ``folds`` trained on, for the
+    manifest's ``inference.brain_hu``: the 2.5th to the 75th percentile of their training cases, in HU,
+    rounded to 0.1 (the shipped folds' 300 heads: 20.0-29.0). Asymmetric, by measurement on held-out
+    heads: a brain brighter than most training heads is where the folds paint normal heads (moved by
+    +10 HU, a top at the 97.5th percentile, 33.8 HU, still let them paint 21 mL, the 75th 0.34 mL),
+    while lifting a darker brain that many training heads share (20-24 HU) painted 8.8 mL on a 4 mm
+    normal head. None when no case shows enough brain."""
+    cases = {c.name: c for c in find_cases(Path(config["dataset"]))}
+    splits = read_splits(run / "splits.json", sorted(cases))
+    names = sorted({name for fold in folds for name in splits[fold]["train"]})
+    levels = []
+    for name in names:
+        hu, _, spacing = canonical_arrays(cases[name])
+        level = brain_level(hu, spacing)
+        if level is not None:
+            levels.append(level)
+    if not levels:
+        return None
+    return [round(float(v), 1) for v in np.percentile(levels, BRAIN_HU_PERCENTILES)]
 
 
 def _tuning_set(folder: Path, cache: Path, config: dict, states: dict[int, dict],
@@ -374,13 +400,14 @@ def export_run(run: Path, weights_dir: Path, checkpoint: str = "best", threshold
                folds: list[int] | None = None, intracranial_share: float | None = None,
                keep_peak: float | None = None, mirror: bool = False, measure_bf16: bool = False,
                min_peak: float | None = None, measure_fp16: bool = False, tune_on: Path | None = None,
-               slab_mm: float | None = None) -> Manifest:
+               slab_mm: float | None = None, brain_hu: bool = True) -> Manifest:
     """Write ``weights_dir`` from the run's folds (``folds``: a subset, e.g. those trained in the time
     there was); ``None`` settings are chosen out-of-fold, on the cases those folds held out, or with
     ``tune_on`` on that folder's cases as the ensemble predicts them.
     ``measure_bf16``: decide ``cpu_precision`` on a CPU without native bf16 too (emulated, slow);
     ``measure_fp16``: decide ``cuda_precision`` (fp16 emulated on the CPU, slow; unmeasured: fp32);
-    ``slab_mm``: the thin-slice average's thickness instead of the run's (0: none)."""
+    ``slab_mm``: the thin-slice average's thickness instead of the run's (0: none);
+    ``brain_hu``: measure the brain levels the folds were trained on (:func:`trained_brain_hu`)."""
     config_path = run / "config.json"
     if not config_path.is_file():
         raise FileNotFoundError(f"{config_path}: not a training run folder (no config.json)")
@@ -389,6 +416,7 @@ def export_run(run: Path, weights_dir: Path, checkpoint: str = "best", threshold
     inference = {**config["inference"], "mirror": mirror}
     if slab_mm is not None:
         inference["slab_mm"] = float(slab_mm) or None
+    inference["brain_hu"] = trained_brain_hu(run, config, list(states)) if brain_hu else None
     config = {**config, "inference": inference}  # tuned as it will run: with the mirror view when asked
     slices = family(config["family"]).slice_wise
     tuning, single_slice_ml = None, None
