@@ -189,7 +189,8 @@ class EnsemblePredictor:
         """
         slab_mm, shift = None, 0.0
         if spacing_zyx is not None:
-            shift = hu_shift(brain_level(hu, spacing_zyx), self.manifest.inference.brain_hu)
+            trained = self.manifest.inference.brain_hu
+            shift = hu_shift(brain_level(hu, spacing_zyx), trained) if trained is not None else 0.0
             if shift:
                 hu = np.asarray(hu, dtype=np.float32) - np.float32(shift)
             averaged = slab_average(hu, spacing_zyx[0], self.manifest.inference.slab_mm)

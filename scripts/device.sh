@@ -71,6 +71,11 @@ for log in "$WORK"/run/fold*/training_log.csv; do  # into device.log: at most 8 
 done
 
 say "CPU vs CUDA masks of the sample cases"
-"$PY" scripts/compare_devices.py --input samples/input --weights "$OUT/weights" --out "$OUT/devices.json"
+if ! "$PY" scripts/compare_devices.py --input samples/input --weights "$OUT/weights" --out "$OUT/devices.json"; then
+  # a dry run's model has had a few steps: its masks are a few voxels at the threshold, which bf16 may
+  # round the other way; the rule is for trained weights (the real run, and tests/test_samples.py)
+  [[ "${DRY_RUN:-0}" == 1 ]] || exit 1
+  say "dry run: the untrained model's masks differ between paths (not judged)"
+fi
 
 say "done; weights and logs in $OUT"
