@@ -37,11 +37,12 @@ from model.anatomy import blood_space
 from model.calibration import brain_level
 from model.compute import ComputePath, choose_path, cpu_flags, cpu_has_native_bf16, cpu_model
 from model.families import family
+from model.io import LoadedCase, read_image
 from model.postprocess import CONNECTIVITY, PostprocessConfig, components_kept, fallback_region, remove_extracranial
 from model.predictor import EnsemblePredictor
 from model.spacing import parse_spacing, voxel_ml
 from model.weights import Manifest, build_model, load_manifest, write_weights
-from training.data import CachedCase, cache_case, canonical_arrays
+from training.data import CachedCase, cache_case
 from training.families import checkpoint_path, training_family, training_record
 from training.splits import find_cases, read_splits
 from training.validation import predict_case, probe_manifest
@@ -119,8 +120,9 @@ def trained_brain_hu(run: Path, config: dict, folds: list[int]) -> list[float] |
     names = sorted({name for fold in folds for name in splits[fold]["train"]})
     levels = []
     for name in names:
-        hu, _, spacing = canonical_arrays(cases[name])
-        level = brain_level(hu, spacing)
+        image = cases[name].image  # read as process.py reads a case: the level the predictor will measure
+        loaded = LoadedCase.of(read_image(image), image)
+        level = brain_level(loaded.hu, loaded.spacing_zyx)
         if level is not None:
             levels.append(level)
     if not levels:
