@@ -24,7 +24,16 @@ from model.weights import Manifest, load_manifest, load_models
 from model.windowing import window_slices
 from training import data as training_data
 from training import export as export_module
-from training.data import Augment, CachedCase, SliceDataset, cache_case, crop_centres, lesion_slices, slice_input
+from training.data import (
+    Augment,
+    CachedCase,
+    PatchDataset,
+    SliceDataset,
+    cache_case,
+    crop_centres,
+    lesion_slices,
+    slice_input,
+)
 from training.export import CROP_MARGIN_CANDIDATES, WHOLE_SLICE
 from training.families import training_family
 from training.loop import widen_input
@@ -285,9 +294,10 @@ def test_export_round_trips_into_process(dataset: Path, tmp_path: Path) -> None:
 
 
 def test_the_manifest_records_each_folds_own_schedule(dataset: Path, tmp_path: Path) -> None:
-    """Folds trained by separate ``fit --fold K`` calls keep their own epochs: config.json holds only the last."""
+    """Folds trained by separate ``fit --fold K`` calls keep their own epochs and HU offset: config.json holds
+    only the last."""
     run, common = tmp_path / "run", ["--folds", "2", "--steps-per-epoch", "1", "--batch-size", "2"]
-    assert fit(dataset, run, *common, "--fold", "0", "--epochs", "2") == 0
+    assert fit(dataset, run, *common, "--fold", "0", "--epochs", "2", "--offset-hu", "10") == 0
     assert fit(dataset, run, *common, "--fold", "1", "--epochs", "1") == 0
     assert json.loads((run / "config.json").read_text())["training"]["epochs"] == 1
     settings = ["--threshold", "0.5", "--min-component-ml", "0", "--intracranial-share", "0", "--keep-peak", "1",
@@ -295,6 +305,7 @@ def test_the_manifest_records_each_folds_own_schedule(dataset: Path, tmp_path: P
     assert train.main(["export", "--run", str(run), "--weights", str(tmp_path / "weights"), *settings]) == 0
     training = load_manifest(tmp_path / "weights").description["training"]
     assert (training["fold0"]["epochs"], training["fold1"]["epochs"]) == (2, 1)
+    assert (training["fold0"]["offset_hu"], training["fold1"]["offset_hu"]) == (10.0, 0.0)
     (run / "fold0" / "training.json").unlink()  # a run from before the per-fold records: config.json's
     assert train.main(["export", "--run", str(run), "--weights", str(tmp_path / "older"), *settings]) == 0
     assert load_manifest(tmp_path / "older").description["training"]["fold0"]["epochs"] == 1
@@ -526,3 +537,32 @@ def test_balanced_sampling_draws_small_bleeds_as_often_as_large_ones(tmp_path: P
 
     assert small_share(False) < 0.15  # 1 blood slice in 13
     assert 0.4 < small_share(True) < 0.6  # 1 bleed in 2
+
+
+@pytest.mark.parametrize("family", ["2d", "3d"])
+def test_hu_offset_moves_a_whole_sample(tmp_path: Path, family: str) -> None:
+    """``offset_hu`` adds one constant to every voxel of a sample before windowing (every window sees the
+    same HU), uniform in +-offset_hu, for about half the samples; 0 draws nothing. Both families."""
+    for kind, array in (("data", np.full((12, 64, 64), 30, np.int16)), ("label", np.zeros((12, 64, 64), np.uint8))):
+        (tmp_path / "train" / kind).mkdir(parents=True)
+        sitk.WriteImage(sitk.GetImageFromArray(array), str(tmp_path / "train" / kind / "001.nii.gz"))
+    cached = cache_case(find_cases(tmp_path)[0], tmp_path / "cache")
+    plain = Augment(affine_prob=0.0, noise_std=0.0, intensity_scale=0.0, intensity_shift=0.0, noise_hu=0.0)
+
+    def offsets(largest: float) -> np.ndarray:
+        augment = Augment(**{**plain.__dict__, "offset_hu": largest})
+        ds = SliceDataset([cached], "windows3", (32, 32), length=160, seed=4, augment=augment) if family == "2d" \
+            else PatchDataset([cached], (12, 32, 32), length=160, seed=4, augment=augment)
+        middle = (slice(None), slice(12, 20), slice(12, 20)) if family == "2d" else \
+            (slice(None), slice(4, 8), slice(12, 20), slice(12, 20))  # the Gaussian smoothing darkens the edges
+        images = torch.stack([ds[i]["image"][middle].reshape(3, -1) for i in range(len(ds))])
+        hu = images[:, 1].mean(dim=1).numpy() * 200.0 - 20.0 - 30.0  # the -20..180 window, read back
+        brain = images[:, 0].mean(dim=1).numpy() * 80.0 - 30.0  # the 0..80 window agrees
+        np.testing.assert_allclose(brain, hu, atol=0.05)
+        return hu
+
+    np.testing.assert_allclose(offsets(0.0), 0.0, atol=0.05)
+    moved = offsets(10.0)
+    assert np.abs(moved).max() <= 10.05
+    assert 0.3 < np.mean(np.abs(moved) > 0.05) < 0.7
+    assert moved.min() < -5.0 and moved.max() > 5.0

@@ -107,14 +107,15 @@ def cache_case(case: TrainCase, cache_dir: Path, spacing_zyx: Spacing | None = N
 
 
 def slice_input(hu: np.ndarray, z: int, mode: str, noise_hu: float = 0.0,
-                rng: np.random.Generator | None = None) -> torch.Tensor:
+                rng: np.random.Generator | None = None, offset_hu: float = 0.0) -> torch.Tensor:
     """Network input (C, Y, X) of slice ``z``: windowed with the slice below and above, as inference does.
 
     ``noise_hu``: Gaussian noise of that SD added in Hounsfield units before windowing (the same noise
-    in every window, as a noisier scan would give).
+    in every window, as a noisier scan would give). ``offset_hu``: a constant added to every voxel
+    before windowing, as another scanner's calibration moves the whole scan.
     """
     span = neighbour_span(z, hu.shape[0])
-    stack = np.array(hu[span], dtype=np.float32)  # a copy: a memory-mapped cache is read-only
+    stack = np.array(hu[span], dtype=np.float32) + np.float32(offset_hu)  # a copy: the cache is read-only
     if noise_hu > 0 and rng is not None:
         stack = stack + rng.normal(0.0, noise_hu, stack.shape).astype(np.float32)
     return window_slices(torch.from_numpy(stack), mode)[z - span.start]
@@ -141,6 +142,9 @@ class Augment:
     intensity_shift: float = 0.05
     noise_hu: float = 6.0  # largest SD of the HU noise added (half the samples): resampling to a coarser
     # training grid averages a thin-pixel scan's noise away, natively coarse scans keep theirs
+    offset_hu: float = 0.0  # largest whole-sample HU offset (half the samples, uniform in +-offset_hu):
+    # scanners differ in calibration by several HU, and a model that judges blood by absolute HU paints a
+    # brighter scan's brain (README, "Scanner calibration and noise"); 0 keeps the sample stream unchanged
     lone_slice: float = 0.1  # share of slice-context inputs (slices3, combined9) shown without their
     # neighbours (replicated, as a one-slice input and a volume's first and last slice give them)
 
@@ -162,6 +166,14 @@ def _augmentations(spatial_dims: int, aug: Augment, keys: list[str]) -> list[mt.
         mt.RandScaleIntensityd("image", factors=aug.intensity_scale, prob=0.3),
         mt.RandShiftIntensityd("image", offsets=aug.intensity_shift, prob=0.3),
     ]
+
+
+def draw_offset(largest_hu: float, rng: np.random.Generator) -> float:
+    """A whole-sample HU offset: uniform in +-``largest_hu`` for half the samples, else 0; draws nothing
+    when ``largest_hu`` is 0, so runs without it keep their sample stream."""
+    if largest_hu <= 0 or rng.random() >= 0.5:
+        return 0.0
+    return float(rng.uniform(-largest_hu, largest_hu))
 
 
 class _SeededDataset(Dataset):
@@ -219,6 +231,7 @@ class SliceDataset(_SeededDataset):
         self.mode = mode
         augment = augment or Augment()
         self.noise_hu = augment.noise_hu if augment.enabled else 0.0
+        self.offset_hu = augment.offset_hu if augment.enabled else 0.0
         self.lone_slice = augment.lone_slice if augment.enabled and SLICE_CONTEXT[mode] else 0.0
         keys = ["image", "label"]
         self.transform = mt.Compose([
@@ -240,8 +253,9 @@ class SliceDataset(_SeededDataset):
         label = np.asarray(case.label()[z])
         noise = float(rng.uniform(0.0, self.noise_hu)) if rng.random() < 0.5 else 0.0
         lone = self.lone_slice > 0 and rng.random() < self.lone_slice  # windows3 draws nothing: same stream
-        image = slice_input(case.hu()[z: z + 1], 0, self.mode, noise, rng) if lone \
-            else slice_input(case.hu(), z, self.mode, noise, rng)
+        offset = draw_offset(self.offset_hu, rng)
+        image = slice_input(case.hu()[z: z + 1], 0, self.mode, noise, rng, offset) if lone \
+            else slice_input(case.hu(), z, self.mode, noise, rng, offset)
         data = {"image": image,
                 "label": torch.from_numpy(label.astype(np.float32))[None],
                 **crop_centres(np.asarray(case.hu()[z]), label)}
@@ -259,20 +273,23 @@ class PatchDataset(_SeededDataset):
                  stage1_probs: dict[str, Path] | None = None) -> None:
         super().__init__(cases, length, seed, foreground_fraction)
         self.stage1_probs = stage1_probs
+        augment = augment or Augment()
+        self.offset_hu = augment.offset_hu if augment.enabled else 0.0
         keys = ["image", "label", "prob"] if stage1_probs else ["image", "label"]
         self.transform = mt.Compose([
             mt.RandCropByPosNegLabeld(keys, "label", spatial_size=patch, pos=2, neg=1, allow_smaller=True,
                                       fg_indices_key="fg", bg_indices_key="bg"),
             mt.Lambdad("image", lambda hu: window_volume(torch.as_tensor(hu)[0])),
             mt.SpatialPadd(keys, spatial_size=patch, value=0),
-            *_augmentations(3, augment or Augment(), keys),
+            *_augmentations(3, augment, keys),
         ])
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         rng = self._rng(index)
         case = self.cases[int(rng.integers(len(self.cases)))]
         hu, label = np.asarray(case.hu(), dtype=np.float32), np.asarray(case.label())
-        data = {"image": hu[None], "label": label[None].astype(np.float32), **crop_centres(hu, label)}
+        offset = np.float32(draw_offset(self.offset_hu, rng))  # to the HU, so windowed with it
+        data = {"image": hu[None] + offset, "label": label[None].astype(np.float32), **crop_centres(hu, label)}
         if self.stage1_probs:
             data["prob"] = np.load(self.stage1_probs[case.name])[None]
         out = self._run(self.transform, data, rng)

@@ -116,6 +116,7 @@ def prepare(args, info: DistInfo) -> tuple[RunConfig, list[dict], dict[str, Cach
         raise ValueError(f"crop/patch {crop} must be a multiple of the network's shape factor {factor}")
     training = {"epochs": args.epochs, "steps_per_epoch": args.steps_per_epoch, "seed": args.seed,
                 "split_seed": args.split_seed, "augment": not args.no_augment,
+                "offset_hu": _augment(args).offset_hu,
                 "balance_lesions": getattr(args, "balance_lesions", False),
                 **{k: v for k, v in asdict(loop_config(args, args.family)).items()
                    if k in ("batch_size", "lr", "weight_decay", "optimizer")},
@@ -171,6 +172,11 @@ def _load_stage1(stage1: nn.Module, run: Path, fold: int) -> nn.Module:
     return stage1
 
 
+def _augment(args) -> Augment:
+    """The run's augmentation: MONAI's defaults of :class:`Augment`, or none, and the HU offset asked for."""
+    return Augment(enabled=not args.no_augment, offset_hu=0.0 if args.no_augment else getattr(args, "offset_hu", 0.0))
+
+
 def train_fold_2d(args, config: RunConfig, split: dict, cases: dict[str, CachedCase], fold: int,
                   info: DistInfo) -> dict:
     entry = training_family(config.family)
@@ -178,7 +184,7 @@ def train_fold_2d(args, config: RunConfig, split: dict, cases: dict[str, CachedC
     model = _network(config, args.seed + fold)
     dataset = entry.dataset([cases[n] for n in split["train"]], config.input_mode, config.crop,
                             loop.steps_per_epoch * loop.batch_size, seed=args.seed + fold,
-                            augment=Augment(enabled=not args.no_augment),
+                            augment=_augment(args),
                             balance_lesions=getattr(args, "balance_lesions", False))
     manifest = _manifest(config)
 
@@ -230,7 +236,7 @@ def train_fold_3d(args, config: RunConfig, splits: list[dict], cases: dict[str, 
     assert isinstance(inf, PatchInference)  # the cascade's
     if args.stage == 1:
         dataset = entry.dataset(train_cases, config.crop, loop.steps_per_epoch * loop.batch_size,
-                                seed=args.seed + fold, augment=Augment(enabled=not args.no_augment))
+                                seed=args.seed + fold, augment=_augment(args))
 
         def val_dice(module: nn.Module, case: CachedCase) -> float:
             prob = stage1_probability(module, np.asarray(case.hu(), dtype=np.float32), inf.roi_size,
@@ -243,7 +249,7 @@ def train_fold_3d(args, config: RunConfig, splits: list[dict], cases: dict[str, 
     probs = stage1_oof(args, config, splits, cases, info)
     _load_stage1(cascade.stage1, args.out, fold).to(info.device).requires_grad_(False)
     dataset = entry.dataset(train_cases, config.crop, loop.steps_per_epoch * loop.batch_size, seed=args.seed + fold,
-                            augment=Augment(enabled=not args.no_augment),
+                            augment=_augment(args),
                             stage1_probs={c.name: probs[c.name] for c in train_cases})
 
     def cascade_dice(module: nn.Module, case: CachedCase) -> float:
