@@ -288,8 +288,9 @@ class PatchDataset(_SeededDataset):
         rng = self._rng(index)
         case = self.cases[int(rng.integers(len(self.cases)))]
         hu, label = np.asarray(case.hu(), dtype=np.float32), np.asarray(case.label())
-        offset = np.float32(draw_offset(self.offset_hu, rng))  # to the HU, so windowed with it
-        data = {"image": hu[None] + offset, "label": label[None].astype(np.float32), **crop_centres(hu, label)}
+        offset = draw_offset(self.offset_hu, rng)  # to the HU, so windowed with it
+        image = hu[None] + np.float32(offset) if offset else hu[None]  # no second volume copy unshifted
+        data = {"image": image, "label": label[None].astype(np.float32), **crop_centres(hu, label)}
         if self.stage1_probs:
             data["prob"] = np.load(self.stage1_probs[case.name])[None]
         out = self._run(self.transform, data, rng)
