@@ -9,3 +9,6 @@ if command -v apt-get >/dev/null; then
   apt-get install -y -qq --no-install-recommends invesalius-examples >/dev/null
 fi
 python3 -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+# The brain template of the generator's `atlas` source is a file inside totalsegmentator; only the file is
+# read, so none of that package's own (large) dependencies are installed.
+python3 -m pip install -q --disable-pip-version-check --no-deps totalsegmentator==2.18.0

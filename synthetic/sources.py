@@ -12,6 +12,11 @@ Sources:
   (the head section shrinks toward the vertex and the skull base, the ventricles close away from the
   slice). It is real texture, not real 3D anatomy.
 - ``phantom``: the analytic head of :mod:`synthetic.phantom`; needs no package.
+- ``atlas``: PyPI ``totalsegmentator``, ``resources/ct_brain_atlas_1mm.nii.gz``, a skull-stripped CT
+  template of a real brain (an average of many heads: real 3D shape, ventricles, basal ganglia and
+  grey/white contrast, smoothed texture), inside a skull, scalp and neck made here. Not in the default
+  mix (:data:`SOURCES`): no shipped model has seen it, so a set made from it alone measures a model on
+  a brain it never saw (``python -m synthetic --sources atlas``).
 """
 
 from __future__ import annotations
@@ -31,7 +36,9 @@ from scipy import ndimage as ndi
 
 from model.spacing import voxel_ml
 
-SOURCES = ("invesalius", "pydicom", "phantom")
+SOURCES = ("invesalius", "pydicom", "phantom")  # the default mix, which every shipped model trained on
+EXTRA_SOURCES = ("atlas",)  # chosen by name only, so that every documented seed still gives its cases
+ATLAS_FILE = Path("resources") / "ct_brain_atlas_1mm.nii.gz"
 INVESALIUS_GLOB = "Cranium.inv3"
 PYDICOM_FILE = Path("data") / "693_UNCR.dcm"
 
@@ -264,6 +271,92 @@ def load_phantom(variant: int = 0) -> Anatomy:
     return build_phantom(variant)
 
 
+def find_atlas() -> Path:
+    """The brain template of the installed ``totalsegmentator`` (located without importing it: only the
+    file is used), or the file ``$ICH_ATLAS`` names."""
+    override = os.environ.get("ICH_ATLAS")
+    if override:
+        if Path(override).is_file():
+            return Path(override)
+        raise SourceUnavailable(f"atlas: ICH_ATLAS={override} is not a file")
+    spec = importlib.util.find_spec("totalsegmentator")
+    if spec is None or not spec.submodule_search_locations:
+        raise SourceUnavailable("atlas: PyPI package totalsegmentator is not installed "
+                                "(pip install --no-deps totalsegmentator==2.18.0)")
+    path = Path(next(iter(spec.submodule_search_locations))) / ATLAS_FILE
+    if not path.is_file():
+        raise SourceUnavailable(f"atlas: {ATLAS_FILE} missing from the installed totalsegmentator")
+    return path
+
+
+ATLAS_PAD_MM = (20, 28, 28)  # (z below, y, x) room around the brain for skull, scalp and neck
+ATLAS_ABOVE_MM = 18
+
+
+def atlas_head(brain_hu: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    """A whole head around a skull-stripped 1 mm brain (z inferior→superior; 0 outside the brain).
+
+    Extra-axial CSF 1–2.5 mm, a skull 5–9 mm thick (cortical tables, diploë), scalp 4–7 mm with fat,
+    the brainstem continued down through the foramen magnum, and neck and skull-base soft tissue below
+    the brain, so that the lowest slices show bone and soft tissue as a real scan's do. Smooth random
+    fields vary the thicknesses; fine texture is added (the template is an average, smoother than a
+    single head; the generator's scanner noise comes on top). Also returns the row where the brain
+    (not the cord carried down) begins.
+    """
+    pad = ((ATLAS_PAD_MM[0], ATLAS_ABOVE_MM), (ATLAS_PAD_MM[1],) * 2, (ATLAS_PAD_MM[2],) * 2)
+    brain_hu = np.pad(brain_hu.astype(np.float32), pad)
+    brain = ndi.binary_fill_holes(brain_hu != 0)
+    brain = _largest_component(brain)
+    rows = np.flatnonzero(brain.any(axis=(1, 2)))
+    lowest = int(rows[0])
+    stem = brain[lowest + 2]  # the medulla's section, carried down as the cord
+    brain[:lowest + 2] |= stem[None]
+    brain_hu[:lowest + 2][:, stem] = brain_hu[lowest + 2][stem].mean()
+
+    def smooth_field(sigma: float) -> np.ndarray:  # unit SD
+        smooth = ndi.gaussian_filter(rng.standard_normal(brain.shape).astype(np.float32), sigma)
+        return smooth / smooth.std()
+
+    csf_mm = 1.75 + 0.75 * np.tanh(smooth_field(8.0))
+    skull_mm = csf_mm + 7.0 + 2.0 * np.tanh(smooth_field(10.0))
+    scalp_mm = skull_mm + 5.5 + 1.5 * np.tanh(smooth_field(10.0))
+    dist = ndi.distance_transform_edt(~brain).astype(np.float32)
+    below = np.zeros(brain.shape, bool)
+    below[:lowest + 2] = True
+    cord = np.zeros(brain.shape, bool)
+    cord[:lowest + 2] = ndi.binary_dilation(stem, iterations=4)[None]  # the foramen magnum stays open
+    hu = np.full(brain.shape, -1000.0, np.float32)
+    neck = (dist <= scalp_mm + 8.0) & below  # skull-base soft tissue and neck muscles under the brain
+    hu[neck] = 40.0 + 6.0 * smooth_field(3.0)[neck]
+    scalp = (dist > skull_mm) & (dist <= scalp_mm)
+    hu[scalp] = 35.0 + 6.0 * smooth_field(3.0)[scalp]
+    hu[(scalp | neck) & (smooth_field(2.0) > 1.6)] = -90.0  # fat
+    bone = (dist > csf_mm) & (dist <= skull_mm) & ~cord
+    table = np.abs(dist - (csf_mm + skull_mm) / 2) > (skull_mm - csf_mm) * 0.25
+    hu[bone] = np.where(table[bone], 1400.0 + 250.0 * smooth_field(3.0)[bone], 600.0 + 120.0 * smooth_field(3.0)[bone])
+    csf = ((dist > 0) & (dist <= csf_mm)) | cord & (dist > 0) & (dist <= csf_mm + 2)
+    hu[csf] = 8.0 + 2.0 * smooth_field(2.0)[csf]
+    hu[brain] = brain_hu[brain] + 1.5 * rng.standard_normal(int(brain.sum())).astype(np.float32)
+    return hu, lowest + 2
+
+
+@cache
+def load_atlas() -> Anatomy:
+    import SimpleITK as sitk
+
+    path = find_atlas()
+    try:
+        image = sitk.DICOMOrient(sitk.ReadImage(str(path)), "LPS")
+    except RuntimeError as err:
+        raise SourceUnavailable(f"atlas: {path.name} is not a readable image ({str(err).splitlines()[0]})") from None
+    spacing = tuple(float(s) for s in reversed(image.GetSpacing()))
+    hu, brain_from = atlas_head(sitk.GetArrayFromImage(image), np.random.default_rng(2029))
+    anatomy = derive_masks("atlas", hu, spacing)
+    for mask in (anatomy.intracranial, anatomy.ventricles, anatomy.csf, anatomy.inner_dist):
+        mask[:brain_from] = 0  # the cord below the foramen magnum: no intracranial bleed goes there
+    return anatomy
+
+
 def load_source(name: str, variant: int = 0) -> Anatomy:
     """The anatomy of one source (cached per process); raises SourceUnavailable if its package is absent."""
     if name == "invesalius":
@@ -272,20 +365,24 @@ def load_source(name: str, variant: int = 0) -> Anatomy:
         return load_pydicom()
     if name == "phantom":
         return load_phantom(variant)
-    raise ValueError(f"unknown source {name!r}; choose from {', '.join(SOURCES)}")
+    if name == "atlas":
+        return load_atlas()
+    raise ValueError(f"unknown source {name!r}; choose from {', '.join(SOURCES + EXTRA_SOURCES)}")
 
 
 def available_sources(requested: tuple[str, ...] = SOURCES, report=print) -> tuple[str, ...]:
     """The requested sources whose packages are present; one line per missing one."""
     usable = []
     for name in requested:
-        if name not in SOURCES:
-            raise ValueError(f"unknown source {name!r}; choose from {', '.join(SOURCES)}")
+        if name not in SOURCES + EXTRA_SOURCES:
+            raise ValueError(f"unknown source {name!r}; choose from {', '.join(SOURCES + EXTRA_SOURCES)}")
         try:
             if name == "invesalius":
                 find_invesalius()
             elif name == "pydicom":
                 find_pydicom_slice()
+            elif name == "atlas":
+                find_atlas()
             usable.append(name)
         except SourceUnavailable as err:
             report(f"skipping source {err}")

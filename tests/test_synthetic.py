@@ -1,6 +1,7 @@
 """The synthetic data generator: geometry, labels, HU ranges, determinism, subtypes, real-source orientation.
 
-The real sources (Debian invesalius-examples, PyPI pydicom-data) are required: a missing one fails.
+The real sources (Debian invesalius-examples, PyPI pydicom-data, totalsegmentator's brain template) are
+required: a missing one fails.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from synthetic.dataset import main as dataset_main
 from synthetic.lesions import SMALL_ML, SUBTYPES, make_lesion
 from synthetic.mimics import make_mimics
 from synthetic.montage import main as montage_main
-from synthetic.sources import load_source
+from synthetic.sources import SOURCES, SourceUnavailable, available_sources, find_atlas, load_source
 
 SMALL = {"size": 128, "max_slices": 14}
 
@@ -239,3 +240,56 @@ def test_a_quarter_of_cases_hold_no_blood():
     assert NEGATIVE_SHARE >= 0.2
     empty = sum(generate_case(100 + seed, "phantom", **SMALL)[2]["label_ml"] == 0 for seed in range(16))
     assert 1 <= empty <= 9
+
+
+def test_atlas_brain_gets_csf_skull_and_scalp_around_it():
+    """The template is a skull-stripped brain: outward from it, along each axis in-plane, come CSF, the
+    skull (tables brighter than the diploë) and scalp, then air; nothing below the brain is intracranial."""
+    anat = load_source("atlas")
+    assert anat.spacing == (1.0, 1.0, 1.0)
+    assert 1100 <= anat.intracranial.sum() * anat.voxel_ml <= 1700  # an adult's cranial cavity, mL
+    assert anat.ventricles.sum() > 0 and anat.csf.sum() > 0
+    rows = np.flatnonzero(anat.intracranial.any(axis=(1, 2)))
+    z = (rows[0] + rows[-1]) // 2
+    cy, cx = (round(c) for c in ndi.center_of_mass(anat.intracranial[z]))
+    for ray in (anat.hu[z, cy, cx:], anat.hu[z, cy, :cx][::-1], anat.hu[z, cy:, cx], anat.hu[z, :cy, cx][::-1]):
+        edge = int(np.flatnonzero(ray > 300)[0])  # the inner table
+        assert np.median(ray[edge - 12: edge - 4]) < 60  # brain before it, no bone
+        assert ray[edge: edge + 10].max() > 1000  # cortical bone
+        outside = ray[edge:]
+        soft = int(np.flatnonzero(outside < 200)[0])
+        assert -150 < np.median(outside[soft: soft + 3]) < 80  # scalp
+        assert outside[-1] < -900  # air
+    assert not anat.intracranial[: rows[0]].any() and rows[0] > 10  # the cord below is no intracranial space
+
+
+def test_atlas_orientation_by_anatomy():
+    """Canonical LPS like every source: the posterior fossa (cerebellum) is the brain's back and bottom,
+    the section narrows toward the vertex, and the two hemispheres mirror each other about the midline."""
+    anat = load_source("atlas")
+    brain = anat.intracranial
+    rows = np.flatnonzero(brain.any(axis=(1, 2)))
+    y_all = np.argwhere(brain)[:, 1].mean()
+    low = brain[rows[0]: rows[0] + (rows[-1] - rows[0]) // 5]
+    assert np.argwhere(low)[:, 1].mean() > y_all + 10  # posterior fossa is behind the brain's centre
+    area = brain.sum(axis=(1, 2))
+    assert area[rows[-1] - 5] < 0.5 * area.max()
+    assert abs(anat.midline_x - brain.shape[2] / 2) < 15
+
+
+def test_atlas_is_chosen_by_name_only():
+    """Not in the default mix (every documented seed gives the cases it gave), but usable by name."""
+    assert "atlas" not in SOURCES and "atlas" not in available_sources(report=lambda _: None)
+    assert available_sources(("atlas",)) == ("atlas",)
+    ct, label, info = generate_case(6, "atlas", n_lesions=1, subtypes=("intraparenchymal",), **SMALL)
+    assert info["source"] == "atlas" and ct.GetSize() == label.GetSize()
+    assert find_atlas().name == "ct_brain_atlas_1mm.nii.gz"
+
+
+def test_a_missing_atlas_is_one_line(monkeypatch, tmp_path):
+    monkeypatch.setenv("ICH_ATLAS", str(tmp_path / "none.nii.gz"))
+    with pytest.raises(SourceUnavailable, match=r"^atlas: ICH_ATLAS=.*none\.nii\.gz is not a file$"):
+        find_atlas()
+    lines = []
+    assert available_sources(("phantom", "atlas"), report=lines.append) == ("phantom",)
+    assert len(lines) == 1 and "atlas" in lines[0]
