@@ -145,14 +145,22 @@ def derive_masks(name: str, hu: np.ndarray, spacing: tuple[float, float, float],
                    inner_dist.astype(np.float32), midline_x)
 
 
+def _named_file(variable: str, source: str) -> Path | None:
+    """The file an environment variable names for a source (a machine without its package), if set."""
+    named = os.environ.get(variable)
+    if not named:
+        return None
+    if not Path(named).is_file():
+        raise SourceUnavailable(f"{source}: {variable}={named} is not a file")
+    return Path(named)
+
+
 def find_invesalius() -> Path:
     """``Cranium.inv3`` from the installed ``invesalius-examples`` package (via dpkg, no fixed path), or the
     file ``$ICH_INVESALIUS`` names (a machine without Debian's packages, e.g. a lent GPU machine)."""
-    override = os.environ.get("ICH_INVESALIUS")
+    override = _named_file("ICH_INVESALIUS", "invesalius")
     if override:
-        if Path(override).is_file():
-            return Path(override)
-        raise SourceUnavailable(f"invesalius: ICH_INVESALIUS={override} is not a file")
+        return override
     try:
         listing = subprocess.run(["dpkg", "-L", "invesalius-examples"], capture_output=True, text=True, check=False)
     except FileNotFoundError:
@@ -274,11 +282,9 @@ def load_phantom(variant: int = 0) -> Anatomy:
 def find_atlas() -> Path:
     """The brain template of the installed ``totalsegmentator`` (located without importing it: only the
     file is used), or the file ``$ICH_ATLAS`` names."""
-    override = os.environ.get("ICH_ATLAS")
+    override = _named_file("ICH_ATLAS", "atlas")
     if override:
-        if Path(override).is_file():
-            return Path(override)
-        raise SourceUnavailable(f"atlas: ICH_ATLAS={override} is not a file")
+        return override
     spec = importlib.util.find_spec("totalsegmentator")
     if spec is None or not spec.submodule_search_locations:
         raise SourceUnavailable("atlas: PyPI package totalsegmentator is not installed "
@@ -308,10 +314,10 @@ def atlas_head(brain_hu: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarr
     brain = ndi.binary_fill_holes(brain_hu != 0)
     brain = _largest_component(brain)
     rows = np.flatnonzero(brain.any(axis=(1, 2)))
-    lowest = int(rows[0])
-    stem = brain[lowest + 2]  # the medulla's section, carried down as the cord
-    brain[:lowest + 2] |= stem[None]
-    brain_hu[:lowest + 2][:, stem] = brain_hu[lowest + 2][stem].mean()
+    start = int(rows[0]) + 2  # the brain proper from here; its lowest rows are the medulla's tip
+    stem = brain[start]  # the medulla's section, carried down as the cord
+    brain[:start] |= stem[None]
+    brain_hu[:start][:, stem] = brain_hu[start][stem].mean()
 
     def smooth_field(sigma: float) -> np.ndarray:  # unit SD
         smooth = ndi.gaussian_filter(rng.standard_normal(brain.shape).astype(np.float32), sigma)
@@ -322,9 +328,9 @@ def atlas_head(brain_hu: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarr
     scalp_mm = skull_mm + 5.5 + 1.5 * np.tanh(smooth_field(10.0))
     dist = ndi.distance_transform_edt(~brain).astype(np.float32)
     below = np.zeros(brain.shape, bool)
-    below[:lowest + 2] = True
+    below[:start] = True
     cord = np.zeros(brain.shape, bool)
-    cord[:lowest + 2] = ndi.binary_dilation(stem, iterations=4)[None]  # the foramen magnum stays open
+    cord[:start] = ndi.binary_dilation(stem, iterations=4)[None]  # the foramen magnum stays open
     hu = np.full(brain.shape, -1000.0, np.float32)
     neck = (dist <= scalp_mm + 8.0) & below  # skull-base soft tissue and neck muscles under the brain
     hu[neck] = 40.0 + 6.0 * smooth_field(3.0)[neck]
@@ -337,7 +343,7 @@ def atlas_head(brain_hu: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarr
     csf = ((dist > 0) & (dist <= csf_mm)) | cord & (dist > 0) & (dist <= csf_mm + 2)
     hu[csf] = 8.0 + 2.0 * smooth_field(2.0)[csf]
     hu[brain] = brain_hu[brain] + 1.5 * rng.standard_normal(int(brain.sum())).astype(np.float32)
-    return hu, lowest + 2
+    return hu, start
 
 
 @cache
@@ -370,6 +376,9 @@ def load_source(name: str, variant: int = 0) -> Anatomy:
     raise ValueError(f"unknown source {name!r}; choose from {', '.join(SOURCES + EXTRA_SOURCES)}")
 
 
+FINDERS = {"invesalius": find_invesalius, "pydicom": find_pydicom_slice, "atlas": find_atlas}  # the phantom needs none
+
+
 def available_sources(requested: tuple[str, ...] = SOURCES, report=print) -> tuple[str, ...]:
     """The requested sources whose packages are present; one line per missing one."""
     usable = []
@@ -377,12 +386,8 @@ def available_sources(requested: tuple[str, ...] = SOURCES, report=print) -> tup
         if name not in SOURCES + EXTRA_SOURCES:
             raise ValueError(f"unknown source {name!r}; choose from {', '.join(SOURCES + EXTRA_SOURCES)}")
         try:
-            if name == "invesalius":
-                find_invesalius()
-            elif name == "pydicom":
-                find_pydicom_slice()
-            elif name == "atlas":
-                find_atlas()
+            if name in FINDERS:
+                FINDERS[name]()
             usable.append(name)
         except SourceUnavailable as err:
             report(f"skipping source {err}")

@@ -243,8 +243,8 @@ def test_a_quarter_of_cases_hold_no_blood():
 
 
 def test_atlas_brain_gets_csf_skull_and_scalp_around_it():
-    """The template is a skull-stripped brain: outward from it, along each axis in-plane, come CSF, the
-    skull (tables brighter than the diploë) and scalp, then air; nothing below the brain is intracranial."""
+    """The template is a skull-stripped brain: outward from it, along each axis in-plane, come brain or
+    CSF, cortical bone, then scalp, then air; nothing below the brain is intracranial."""
     anat = load_source("atlas")
     assert anat.spacing == (1.0, 1.0, 1.0)
     assert 1100 <= anat.intracranial.sum() * anat.voxel_ml <= 1700  # an adult's cranial cavity, mL
@@ -265,7 +265,7 @@ def test_atlas_brain_gets_csf_skull_and_scalp_around_it():
 
 def test_atlas_orientation_by_anatomy():
     """Canonical LPS like every source: the posterior fossa (cerebellum) is the brain's back and bottom,
-    the section narrows toward the vertex, and the two hemispheres mirror each other about the midline."""
+    the section narrows toward the vertex, and the midline lies near the volume's centre."""
     anat = load_source("atlas")
     brain = anat.intracranial
     rows = np.flatnonzero(brain.any(axis=(1, 2)))
