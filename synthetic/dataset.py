@@ -5,7 +5,8 @@ Layout: ``OUT/train/data/001.nii.gz`` + ``OUT/train/label/001.nii.gz`` …, then
 cases. Case ``i`` of a dataset with seed ``S`` is ``generate_case(case_seed(S, i))``, so a dataset is
 deterministic for its seed and any case can be regenerated alone. ``OUT/cases.json`` (:data:`RECORD`)
 lists what went into every case (subset, anatomy source, geometry, each haemorrhage's subtype, labelled
-and inserted mL, HU, the mimics), so an evaluation can report by subtype (``bench/accuracy.py``).
+and inserted mL, HU, the mimics, whether the shapes were irregular), so an evaluation can report by
+subtype (``bench/accuracy.py``).
 
 The label is the inserted blood: voxels whose blood fraction, after slab averaging over the slice
 thickness and resampling, is at least :data:`LABEL_FRACTION` and whose noise-free value lies
@@ -60,13 +61,14 @@ def _choose_source(rng: np.random.Generator, sources: tuple[str, ...]) -> str:
 
 def generate_case(seed: int, source: str | None = None, size: int = augment.REFERENCE_SIZE,
                   max_slices: int = 70, n_lesions: int | None = None, subtypes: tuple[str, ...] | None = None,
-                  sources: tuple[str, ...] | None = None,
+                  sources: tuple[str, ...] | None = None, irregular: bool = False,
                   thickness_mm: float | None = None) -> tuple[sitk.Image, sitk.Image, dict[str, Any]]:
     """A CT (int16 HU) and its label (uint8 0/1) with identical geometry, and what was inserted.
 
     ``source`` fixes the anatomy (else drawn from ``sources``, default: the installed ones);
     ``n_lesions`` / ``subtypes`` override the random haemorrhage count and subtypes; ``thickness_mm``
-    fixes the slice thickness (else INSTANCE's 4.4–10 mm).
+    fixes the slice thickness (else INSTANCE's 4.4–10 mm); ``irregular``: lobulated and uneven bleed
+    shapes (:data:`synthetic.lesions.IRREGULAR`).
     """
     rng = np.random.default_rng(seed)
     if source is None:
@@ -81,7 +83,7 @@ def generate_case(seed: int, source: str | None = None, size: int = augment.REFE
     if n_lesions is None:
         n_lesions = 0 if rng.random() < NEGATIVE_SHARE else int(rng.choice([1, 2, 3], p=[0.55, 0.3, 0.15]))
     chosen = list(subtypes) if subtypes else [None] * n_lesions
-    lesion_edits = [make_lesion(anat, rng, s) for s in chosen]
+    lesion_edits = [make_lesion(anat, rng, s, irregular) for s in chosen]
     mimic_edits = make_mimics(anat, rng)
 
     ct = augment.resample_anatomy(anat, grid, transform, kernel)
@@ -117,7 +119,7 @@ def generate_case(seed: int, source: str | None = None, size: int = augment.REFE
             "spacing": [round(s, 4) for s in ct_image.GetSpacing()], "scale": round(params.scale, 3),
             "tilt_deg": [round(a, 1) for a in params.angles_deg], "noise_sd": round(params.noise_sd, 1),
             "lesions": lesions, "label_ml": round(float(label.sum()) * voxel_ml(grid.GetSpacing()), 3),
-            "mimics": sorted({e.kind for e in mimic_edits}), "effects": effects}
+            "mimics": sorted({e.kind for e in mimic_edits}), "effects": effects, "irregular": irregular}
     return ct_image, label_image, info
 
 
@@ -171,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--thickness", type=float, default=None,
                         help="fixed slice thickness in mm, e.g. a thin-slice series (raise --max-slices to cover "
                              "the head); noise scaled by sqrt(5/thickness), at most 2x (default: 4.4-10 mm)")
+    parser.add_argument("--irregular", action="store_true",
+                        help="lobulated intraparenchymal and uneven extra-axial bleeds (synthetic.lesions.IRREGULAR)")
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args(argv)
     if args.train < 0 or args.eval < 0 or args.train + args.eval == 0:
@@ -181,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    options: dict[str, Any] = {"sources": usable, "size": args.size, "max_slices": args.max_slices}
+    options: dict[str, Any] = {"sources": usable, "size": args.size, "max_slices": args.max_slices,
+                               "irregular": args.irregular}
     if args.lesions is not None:
         options["n_lesions"] = args.lesions
     if args.thickness is not None:

@@ -10,12 +10,18 @@ change only the CT. Placement uses the anatomy's masks (SPEC §1 shapes):
 - epidural: biconvex lens against the inner table, short and thick;
 - subarachnoid: thin blood filling sulci / cisterns around a point;
 - intraventricular: fills part of a ventricle, or layers posteriorly (the dependent side, supine).
+
+``irregular`` shapes (:data:`IRREGULAR`, chosen by ``make_lesion(..., irregular=True)`` only, so the
+default cases of every seed stay as they were): an intraparenchymal bleed of 2–4 overlapping lobes with
+a rough outline and sometimes satellite foci, and extra-axial collections whose thickness varies
+along them, as expert masks of real bleeds draw them rather than as smooth ellipsoids and crescents.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -107,8 +113,41 @@ def intraparenchymal(anat: Anatomy, rng: np.random.Generator, target_ml: float) 
     return edits
 
 
-def _extra_axial(anat: Anatomy, rng: np.random.Generator, target_ml: float, kind: str) -> list[Edit] | None:
-    """Subdural crescent (wide, thin) or epidural lens (short, thick) hugging the inner table."""
+def lobulated_intraparenchymal(anat: Anatomy, rng: np.random.Generator, target_ml: float) -> list[Edit] | None:
+    """An irregular intraparenchymal bleed: the union of 2–4 ellipsoidal lobes around one centre, an
+    outline roughened at two scales, and in a third of bleeds 1–3 satellite foci beside it."""
+    center = _pick(anat, rng, (anat.inner_dist > 15.0) & ~anat.ventricles & anat.intracranial)
+    if center is None:
+        return None
+    radius = (3.0 * target_ml * 1000.0 / (4.0 * np.pi)) ** (1.0 / 3.0)
+    n_lobes = int(rng.integers(2, 5))
+    n_satellites = int(rng.integers(1, 4)) if rng.random() < 0.33 else 0
+    offsets = np.concatenate([rng.normal(0.0, 0.4 * radius, (n_lobes, 3)),
+                              _unit(rng, n_satellites) * radius * rng.uniform(1.3, 2.0, (n_satellites, 1))])
+    axes = np.concatenate([radius * rng.uniform(0.5, 0.85, (n_lobes, 1)) * rng.uniform(0.6, 1.5, (n_lobes, 3)),
+                           radius * rng.uniform(0.12, 0.25, (n_satellites, 1)) * np.ones((n_satellites, 3))])
+    box = _box(anat, center, np.abs(offsets).max(axis=0) + axes.max(axis=0) * 1.4 + 3.0)
+    dz, dy, dx = _offsets(anat, box, center)
+    shape = tuple(s.stop - s.start for s in box)
+    r = np.min([np.sqrt(((dz - o[0]) / a[0]) ** 2 + ((dy - o[1]) / a[1]) ** 2 + ((dx - o[2]) / a[2]) ** 2)
+                for o, a in zip(offsets, axes, strict=True)], axis=0)
+    spacing = np.asarray(anat.spacing)
+    r = r + 0.3 * _smooth_noise(rng, shape, radius / 3.0 / spacing) + 0.12 * _smooth_noise(rng, shape, 1.2 / spacing)
+    inside = anat.intracranial[box] & ~anat.ventricles[box]
+    fraction = _soft((1.0 - r) * radius * 0.6) * inside
+    return [Edit(box, fraction, _texture(rng, blood_hu(rng), shape), "intraparenchymal", True)]
+
+
+def _unit(rng: np.random.Generator, n: int) -> np.ndarray:
+    """``n`` random unit vectors (z, y, x)."""
+    v = rng.standard_normal((n, 3))
+    return v / np.linalg.norm(v, axis=1, keepdims=True).clip(1e-6)
+
+
+def _extra_axial(anat: Anatomy, rng: np.random.Generator, target_ml: float, kind: str,
+                 wiggle_sd: float = 0.15) -> list[Edit] | None:
+    """Subdural crescent (wide, thin) or epidural lens (short, thick) hugging the inner table; its
+    thickness varies by ``wiggle_sd`` (relative) over about 6 mm."""
     side = rng.choice([-1.0, 1.0])
     x_mm = np.arange(anat.hu.shape[2]) * anat.spacing[2]
     hemisphere = ((x_mm - anat.midline_x) * side > 20.0)[None, None, :]
@@ -131,7 +170,7 @@ def _extra_axial(anat: Anatomy, rng: np.random.Generator, target_ml: float, kind
     d = np.sqrt(dz ** 2 + dy ** 2 + dx ** 2) / reach
     profile = np.sqrt(np.clip(1.0 - d ** 2, 0.0, None)) if subdural else np.clip(1.0 - d ** 2, 0.0, None)
     shape = tuple(s.stop - s.start for s in box)
-    wiggle = 1.0 + 0.15 * _smooth_noise(rng, shape, 6.0 / np.asarray(anat.spacing))
+    wiggle = np.clip(1.0 + wiggle_sd * _smooth_noise(rng, shape, 6.0 / np.asarray(anat.spacing)), 0.0, None)
     same_side = (((np.arange(box[2].start, box[2].stop) * anat.spacing[2] - anat.midline_x) * side) > 3.0)
     inside = anat.intracranial[box] & same_side[None, None, :]
     fraction = _soft(thickness * profile * wiggle - anat.inner_dist[box]) * inside * (profile > 0)
@@ -185,13 +224,23 @@ MAKERS: dict[str, Callable[[Anatomy, np.random.Generator, float], list[Edit] | N
 }
 
 
-def make_lesion(anat: Anatomy, rng: np.random.Generator, subtype: str | None = None) -> list[Edit]:
+IRREGULAR: dict[str, Callable[[Anatomy, np.random.Generator, float], list[Edit] | None]] = {
+    "intraparenchymal": lobulated_intraparenchymal,
+    "subdural": partial(_extra_axial, kind="subdural", wiggle_sd=0.35),
+    "epidural": partial(_extra_axial, kind="epidural", wiggle_sd=0.3),
+}
+
+
+def make_lesion(anat: Anatomy, rng: np.random.Generator, subtype: str | None = None,
+                irregular: bool = False) -> list[Edit]:
     """One haemorrhage (random subtype unless given) with a log-uniform target volume; [] if unplaceable.
 
     A share of bleeds is small (SMALL_ML) whatever the subtype: most missed or over-painted bleeds in the
-    held-out figures were under 2 mL, and real series hold many of them.
+    held-out figures were under 2 mL, and real series hold many of them. ``irregular``: the subtypes of
+    :data:`IRREGULAR` take their irregular shapes.
     """
     subtype = subtype or str(rng.choice(SUBTYPES, p=SUBTYPE_WEIGHTS))
     low, high = SMALL_ML if rng.random() < SMALL_SHARE else VOLUME_ML[subtype]
     target = float(np.exp(rng.uniform(np.log(low), np.log(high))))
-    return MAKERS[subtype](anat, rng, target) or []
+    maker = IRREGULAR.get(subtype, MAKERS[subtype]) if irregular else MAKERS[subtype]
+    return maker(anat, rng, target) or []

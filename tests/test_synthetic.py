@@ -16,7 +16,7 @@ from scipy import ndimage as ndi
 from synthetic import LABEL_FRACTION, generate_case
 from synthetic.dataset import LABEL_MAX_HU, LABEL_MIN_HU, NEGATIVE_SHARE
 from synthetic.dataset import main as dataset_main
-from synthetic.lesions import SMALL_ML, SUBTYPES, make_lesion
+from synthetic.lesions import IRREGULAR, SMALL_ML, SUBTYPES, intraparenchymal, make_lesion
 from synthetic.mimics import make_mimics
 from synthetic.montage import main as montage_main
 from synthetic.sources import SOURCES, SourceUnavailable, available_sources, find_atlas, load_source
@@ -157,6 +157,12 @@ def test_pydicom_orientation_and_padding():
     assert area[-1] < area[len(area) // 3]
 
 
+def test_cli_irregular_is_recorded_per_case(tmp_path):
+    assert dataset_main(["--out", str(tmp_path), "--train", "1", "--seed", "2", "--sources", "phantom", "--size", "96",
+                         "--max-slices", "8", "--lesions", "1", "--irregular"]) == 0
+    assert [row["irregular"] for row in json.loads((tmp_path / "cases.json").read_text())] == [True]
+
+
 def test_real_sources_produce_cases_with_face_anterior():
     ct, _, _info = generate_case(4, "invesalius", n_lesions=0, **SMALL)
     img = sitk.GetArrayFromImage(ct)
@@ -183,6 +189,7 @@ def test_cli_writes_instance_layout_and_montage(tmp_path):
         label = sitk.GetArrayFromImage(sitk.ReadImage(str(out / row["subset"] / "label" / f"{row['case']}.nii.gz")))
         assert (label.sum() > 0) == (row["label_ml"] > 0)
         assert {lesion["subtype"] for lesion in row["lesions"]} <= set(SUBTYPES)
+        assert row["irregular"] is False
     png = tmp_path / "m.png"
     assert montage_main([str(out), "--out", str(png), "--cases", "3"]) == 0
     assert png.stat().st_size > 1000
@@ -293,3 +300,30 @@ def test_a_missing_atlas_is_one_line(monkeypatch, tmp_path):
     lines = []
     assert available_sources(("phantom", "atlas"), report=lines.append) == ("phantom",)
     assert len(lines) == 1 and "atlas" in lines[0]
+
+
+def _solidity(occupied: np.ndarray) -> float:
+    """Occupied voxels over the voxels whose centres lie in the convex hull of theirs (1 for a convex
+    shape; a lobulated outline has bays, satellites lie apart)."""
+    from scipy.spatial import Delaunay
+    hull = Delaunay(np.argwhere(occupied), qhull_options="QJ")
+    grid = np.argwhere(np.ones_like(occupied))
+    return float(occupied.sum()) / float((hull.find_simplex(grid) >= 0).sum())
+
+
+def test_irregular_bleeds_are_lobulated_and_keep_their_sizes():
+    """``irregular``: a 3 mL intraparenchymal bleed has bays and satellites (lower solidity) and about the
+    smooth one's volume; subtypes without an irregular shape draw the very same edit."""
+    anat = load_source("phantom")
+    solidity, volumes, pieces = {}, {}, 0
+    for name, maker in (("smooth", intraparenchymal), ("irregular", IRREGULAR["intraparenchymal"])):
+        occupied = [maker(anat, np.random.default_rng(seed), 3.0)[0].fraction >= 0.5 for seed in range(16)]
+        solidity[name] = np.median([_solidity(o) for o in occupied])
+        volumes[name] = np.median([o.sum() * anat.voxel_ml for o in occupied])
+        pieces += sum(ndi.label(o, np.ones((3, 3, 3)))[1] > 1 for o in occupied) if name == "irregular" else 0
+    assert solidity["irregular"] < 0.8 < solidity["smooth"], solidity  # measured 0.55 and 0.97
+    assert pieces >= 2
+    assert 0.7 < volumes["irregular"] / volumes["smooth"] < 1.4, volumes  # measured 3.44 and 3.40 mL
+    for subtype in ("subarachnoid", "intraventricular"):
+        plain, same = (make_lesion(anat, np.random.default_rng(3), subtype, irregular) for irregular in (False, True))
+        assert np.array_equal(plain[0].fraction, same[0].fraction)
