@@ -61,14 +61,15 @@ def _choose_source(rng: np.random.Generator, sources: tuple[str, ...]) -> str:
 
 def generate_case(seed: int, source: str | None = None, size: int = augment.REFERENCE_SIZE,
                   max_slices: int = 70, n_lesions: int | None = None, subtypes: tuple[str, ...] | None = None,
-                  sources: tuple[str, ...] | None = None, irregular: bool = False,
+                  sources: tuple[str, ...] | None = None, irregular: bool = False, fine_warp_mm: float = 0.0,
                   thickness_mm: float | None = None) -> tuple[sitk.Image, sitk.Image, dict[str, Any]]:
     """A CT (int16 HU) and its label (uint8 0/1) with identical geometry, and what was inserted.
 
     ``source`` fixes the anatomy (else drawn from ``sources``, default: the installed ones);
     ``n_lesions`` / ``subtypes`` override the random haemorrhage count and subtypes; ``thickness_mm``
     fixes the slice thickness (else INSTANCE's 4.4–10 mm); ``irregular``: lobulated and uneven bleed
-    shapes (:data:`synthetic.lesions.IRREGULAR`).
+    shapes (:data:`synthetic.lesions.IRREGULAR`); ``fine_warp_mm``: a local warp of the anatomy
+    (:func:`synthetic.augment.case_transform`).
     """
     rng = np.random.default_rng(seed)
     if source is None:
@@ -77,7 +78,7 @@ def generate_case(seed: int, source: str | None = None, size: int = augment.REFE
     params = augment.sample_params(anat, rng, size=size, max_slices=max_slices, thickness_mm=thickness_mm)
     center = augment.source_center(anat)
     grid = augment.output_grid(center, params)
-    affine, transform = augment.case_transform(grid, center, params, rng)
+    affine, transform = augment.case_transform(grid, center, params, rng, fine_warp_mm)
     kernel = slab_kernel(params.thickness / params.scale, anat.spacing[0])
 
     if n_lesions is None:
@@ -119,7 +120,8 @@ def generate_case(seed: int, source: str | None = None, size: int = augment.REFE
             "spacing": [round(s, 4) for s in ct_image.GetSpacing()], "scale": round(params.scale, 3),
             "tilt_deg": [round(a, 1) for a in params.angles_deg], "noise_sd": round(params.noise_sd, 1),
             "lesions": lesions, "label_ml": round(float(label.sum()) * voxel_ml(grid.GetSpacing()), 3),
-            "mimics": sorted({e.kind for e in mimic_edits}), "effects": effects, "irregular": irregular}
+            "mimics": sorted({e.kind for e in mimic_edits}), "effects": effects, "irregular": irregular,
+            "fine_warp_mm": fine_warp_mm}
     return ct_image, label_image, info
 
 
@@ -175,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
                              "the head); noise scaled by sqrt(5/thickness), at most 2x (default: 4.4-10 mm)")
     parser.add_argument("--irregular", action="store_true",
                         help="lobulated intraparenchymal and uneven extra-axial bleeds (synthetic.lesions.IRREGULAR)")
+    parser.add_argument("--fine-warp", type=float, default=0.0, metavar="MM",
+                        help="SD in mm of a local warp of the anatomy (control points ~25 mm apart; default 0: off)")
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args(argv)
     if args.train < 0 or args.eval < 0 or args.train + args.eval == 0:
@@ -186,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     options: dict[str, Any] = {"sources": usable, "size": args.size, "max_slices": args.max_slices,
-                               "irregular": args.irregular}
+                               "irregular": args.irregular, "fine_warp_mm": args.fine_warp}
     if args.lesions is not None:
         options["n_lesions"] = args.lesions
     if args.thickness is not None:

@@ -157,10 +157,20 @@ def test_pydicom_orientation_and_padding():
     assert area[-1] < area[len(area) // 3]
 
 
-def test_cli_irregular_is_recorded_per_case(tmp_path):
+def test_cli_irregular_and_fine_warp_are_recorded_per_case(tmp_path):
     assert dataset_main(["--out", str(tmp_path), "--train", "1", "--seed", "2", "--sources", "phantom", "--size", "96",
-                         "--max-slices", "8", "--lesions", "1", "--irregular"]) == 0
-    assert [row["irregular"] for row in json.loads((tmp_path / "cases.json").read_text())] == [True]
+                         "--max-slices", "8", "--lesions", "1", "--irregular", "--fine-warp", "2.5"]) == 0
+    row, = json.loads((tmp_path / "cases.json").read_text())
+    assert row["irregular"] is True and row["fine_warp_mm"] == 2.5
+
+
+def test_fine_warp_reshapes_the_head_by_millimetres_only():
+    """The local warp moves the anatomy (another head shape from the same source), but only by a few
+    millimetres: the head outline of the same case with and without it overlaps closely."""
+    heads = [arrays(*generate_case(8, "phantom", n_lesions=0, fine_warp_mm=w, **SMALL)[:2])[0] > -300
+             for w in (0.0, 4.0)]
+    overlap = 2 * (heads[0] & heads[1]).sum() / (heads[0].sum() + heads[1].sum())
+    assert 0.9 < overlap < 0.995, overlap
 
 
 def test_real_sources_produce_cases_with_face_anterior():
