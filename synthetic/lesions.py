@@ -75,6 +75,11 @@ def _pick(anat: Anatomy, rng: np.random.Generator, mask: np.ndarray) -> np.ndarr
     return np.array(np.unravel_index(int(rng.choice(idx)), anat.hu.shape), float)
 
 
+def _deep_parenchyma(anat: Anatomy) -> np.ndarray:
+    """Where an intraparenchymal bleed is centred: brain at least 15 mm inside the inner table, off the ventricles."""
+    return (anat.inner_dist > 15.0) & ~anat.ventricles & anat.intracranial
+
+
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma_vox: np.ndarray) -> np.ndarray:
     field = ndi.gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma_vox)
     return field / (field.std() + 1e-6)
@@ -92,7 +97,7 @@ def _texture(rng: np.random.Generator, hu: float, shape: tuple[int, ...]) -> np.
 
 
 def intraparenchymal(anat: Anatomy, rng: np.random.Generator, target_ml: float) -> list[Edit] | None:
-    center = _pick(anat, rng, (anat.inner_dist > 15.0) & ~anat.ventricles & anat.intracranial)
+    center = _pick(anat, rng, _deep_parenchyma(anat))
     if center is None:
         return None
     radius = (3.0 * target_ml * 1000.0 / (4.0 * np.pi)) ** (1.0 / 3.0)
@@ -117,7 +122,7 @@ def lobulated_intraparenchymal(anat: Anatomy, rng: np.random.Generator, target_m
     """An irregular intraparenchymal bleed: the union of 2–4 ellipsoidal lobes around one centre, an
     outline roughened at two scales, in a third of bleeds 1–3 satellite foci beside it, and in 80 % the
     10–14 HU oedema rim of :func:`intraparenchymal`."""
-    center = _pick(anat, rng, (anat.inner_dist > 15.0) & ~anat.ventricles & anat.intracranial)
+    center = _pick(anat, rng, _deep_parenchyma(anat))
     if center is None:
         return None
     radius = (3.0 * target_ml * 1000.0 / (4.0 * np.pi)) ** (1.0 / 3.0)
