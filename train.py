@@ -23,6 +23,7 @@ from model.allocator import keep_freed_memory
 from model.families import CASCADE3D, FAMILIES, SEGRESNET2D
 from model.io import CaseError
 from model.networks import SegResNet2DNetwork
+from model.postprocess import FLOOR_SHARE
 from model.settings import PatchInference
 from model.spacing import SLAB_SHARE
 from model.weights import Manifest, WeightsError
@@ -111,6 +112,10 @@ def _export_parser(sub: argparse._SubParsersAction) -> None:
     export.add_argument("--min-peak", type=float, default=None,
                         help="post-processing: drop a component whose peak probability stays under this "
                              "(default: 0.7–0.95 or off, chosen out-of-fold)")
+    export.add_argument("--max-floor-share", type=float, default=FLOOR_SHARE,
+                        help="post-processing: drop a component with more of its voxels directly above bone "
+                             f"(the skull's floor in a thick slice; default {FLOOR_SHARE}, set by hand, "
+                             "not tuned; 1: off)")
     export.add_argument("--crop-margin", type=int, default=None,
                         help="2D: pixels kept around each slice's head (default: chosen out-of-fold)")
     export.add_argument("--slab-mm", type=float, default=None,
@@ -184,7 +189,7 @@ def export(args: argparse.Namespace) -> int:
                           intracranial_share=args.intracranial_share, keep_peak=args.keep_peak, min_peak=args.min_peak,
                           mirror=args.mirror, measure_bf16=args.measure_bf16, measure_fp16=args.measure_fp16,
                           tune_on=args.tune_on, slab_mm=args.slab_mm,
-                          brain_hu=not args.no_brain_hu)
+                          brain_hu=not args.no_brain_hu, max_floor_share=args.max_floor_share)
     _report(args.weights, manifest)
     return 0
 

@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from model.anatomy import blood_space
+from model.anatomy import blood_space, on_bone_below
 from model.postprocess import postprocess
 from model.predictor import EnsemblePredictor
 from model.spacing import voxel_ml
@@ -69,10 +69,10 @@ def main(argv: list[str] | None = None) -> int:
         hu = np.ascontiguousarray(hu, dtype=np.float32)
         prob = predictor.predict(hu, spacing).prob
         ml = voxel_ml(spacing)
-        inside = blood_space(hu)  # the intracranial filter's space, once for both calls
+        inside, floor = blood_space(hu), on_bone_below(hu, spacing[0])  # the filters' spaces, once for both calls
         filtered = postprocess(prob, spacing, manifest.threshold, replace(manifest.postprocess, never_empty=False),
-                               inside=inside).mask
-        final = postprocess(prob, spacing, manifest.threshold, manifest.postprocess, inside=inside)
+                               inside=inside, floor=floor).mask
+        final = postprocess(prob, spacing, manifest.threshold, manifest.postprocess, inside=inside, floor=floor)
         finals.append(float(final.mask.sum()) * ml)
         print(f"{name}: {hu.shape[0]} slices, at threshold {float((prob >= manifest.threshold).sum()) * ml:.3f} mL, "
               f"after filters {float(filtered.sum()) * ml:.3f} mL, final {finals[-1]:.3f} mL"

@@ -7,6 +7,9 @@ An intracranial haemorrhage lies inside the skull. Two spaces, for two uses:
   the skull is open (the skull base, thin temporal squama in a thick slab).
 - :func:`blood_space`: the convex hull of the bone, for post-processing's extracranial filter. Loose
   at the skull base, but it never loses the blood of an open slice.
+
+And one place where blood seldom is and a thick slice makes brain look like it: :func:`on_bone_below`,
+directly above the floor of the skull (orbital roof, sphenoid, petrous ridge).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from scipy.spatial import ConvexHull, QhullError
 
 BONE_HU = 300.0
 CLOSE_MM = 2.0
+FLOOR_MM = 5.0  # how far below a voxel bone counts as its floor: one slice of a 5 mm series, the slab the model sees
 
 
 def intracranial(hu: np.ndarray, spacing_zyx: tuple[float, float, float], clearance_mm: float = 0.0) -> np.ndarray:
@@ -59,3 +63,24 @@ def blood_space(hu: np.ndarray) -> np.ndarray:
         ImageDraw.Draw(canvas).polygon([(float(x), float(y)) for y, x in corners], fill=1, outline=1)
         inside[z] = np.asarray(canvas, dtype=bool)
     return inside
+
+
+def on_bone_below(hu: np.ndarray, spacing_z: float) -> np.ndarray:
+    """(Z, Y, X) bool: voxels with bone (> 300 HU) at the same row and column in one of the slices up to
+    ``FLOOR_MM`` below (at least the next one). ``hu`` in canonical LPS order (:mod:`model.io`): the
+    slice index grows towards the vertex, so "below" is a lower index.
+
+    Why: in a 5 mm slice the brain just above a fossa floor is averaged with the bone under it and
+    reads 60–100 HU, blood's density. On a brain the shipped folds never saw (the generator's atlas
+    heads) most of their false findings lay there: the share of a false component's voxels with bone in
+    the slice below had a median of 0.66, against at most 0.29 for every true finding on three held-out
+    sets (docs/training.md, "The floor rule"). A haemorrhage lying mostly on the floor of the skull is
+    the rare case this rule gives up.
+    """
+    floor = np.zeros(hu.shape, dtype=bool)
+    bone = hu > BONE_HU
+    for step in range(1, max(1, round(FLOOR_MM / float(spacing_z))) + 1):
+        if step >= len(hu):
+            break
+        floor[step:] |= bone[:-step]
+    return floor

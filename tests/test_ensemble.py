@@ -267,3 +267,35 @@ def test_blood_space_holds_the_brain_of_an_open_skull_and_not_the_scalp():
     assert not intracranial(hu, spacing).any()
     assert inside[:, 24:40, 24:40].all() and inside[:, 40:52, 30:34].all()
     assert not inside[:, 32, 61].any() and not inside[:, 61, 32].any()  # scalp beside and behind
+
+
+def test_on_bone_below_looks_down_the_slices_as_far_as_five_mm():
+    """Canonical LPS: a lower slice index is lower in the head. Bone in slice 2 is the floor of the
+    slice just above it (slice 3 at 5 mm; slices 3–6 at 1.25 mm), never of the slices below it."""
+    from model.anatomy import on_bone_below
+
+    hu = np.full((9, 8, 8), 30.0, np.float32)
+    hu[2, 2:6, 2:6] = 900.0
+    thick = on_bone_below(hu, 5.0)
+    assert thick[3, 2:6, 2:6].all() and thick.sum() == 16  # the next slice up only, same rows and columns
+    thin = on_bone_below(hu, 1.25)
+    assert thin[3:7, 2:6, 2:6].all() and thin.sum() == 4 * 16  # 5 mm = four 1.25 mm slices
+    assert not on_bone_below(hu[2:3], 5.0).any()  # one slice: nothing below it
+
+
+def test_a_component_lying_mostly_on_the_skull_floor_goes_one_above_it_stays():
+    """The thick-slice partial volume of a fossa floor (a one-slice component on bone) goes; a bleed
+    whose lowest slice of three lies on the same floor (a third of it) stays; off by default."""
+    hu = np.full((6, 32, 32), 30.0, np.float32)
+    hu[0, 4:28, 4:28] = 900.0  # the floor of the skull under slice 1
+    prob = np.zeros(hu.shape, np.float32)
+    prob[1, 4:10, 4:10] = 0.9  # partial volume of the floor: one slice, all on bone
+    prob[1:4, 16:24, 16:24] = 0.9  # a bleed from the floor up: a third on bone
+    spacing = (5.0, 0.5, 0.5)
+    config = PostprocessConfig(max_floor_share=0.5)
+    cleaned = postprocess(prob, spacing, 0.5, config, hu=hu).mask
+    assert not cleaned[:, 4:10, 4:10].any() and cleaned[1:4, 16:24, 16:24].all()
+    assert postprocess(prob, spacing, 0.5, PostprocessConfig(), hu=hu).mask[1, 4:10, 4:10].all()  # off
+    assert postprocess(prob, spacing, 0.5, replace(config, max_floor_share=0.2), hu=hu).mask.sum() == 0
+    with pytest.raises(ValueError, match="max_floor_share"):
+        postprocess(prob, spacing, 0.5, config)

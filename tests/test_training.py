@@ -338,6 +338,10 @@ def test_export_picks_the_smallest_margin_that_matches_whole_slices(dataset: Pat
     assert manifest.postprocess.single_slice_min_component_ml == 0.0  # ties: the smallest
     scores = manifest.description["intracranial_share_oof_dice"]
     assert scores["0.0"] == scores["0.5"] and manifest.postprocess.intracranial_share == 0.5  # a tie: filter on
+    assert manifest.postprocess.max_floor_share == 0.5  # written as set, not tuned
+    off = export_module.export_run(run, tmp_path / "off", max_floor_share=1.0, crop_margin=32, threshold=0.5,
+                                   min_component_ml=0.0, intracranial_share=0.5, keep_peak=1.0, min_peak=0.0)
+    assert off.postprocess.max_floor_share == 1.0
 
 
 def test_export_can_tune_on_a_set_the_ensemble_predicts(dataset: Path, tmp_path: Path,

@@ -38,7 +38,14 @@ from model.calibration import brain_level
 from model.compute import ComputePath, choose_path, cpu_flags, cpu_has_native_bf16, cpu_model
 from model.families import family
 from model.io import LoadedCase, read_image
-from model.postprocess import CONNECTIVITY, PostprocessConfig, components_kept, fallback_region, remove_extracranial
+from model.postprocess import (
+    CONNECTIVITY,
+    FLOOR_SHARE,
+    PostprocessConfig,
+    components_kept,
+    fallback_region,
+    remove_extracranial,
+)
 from model.predictor import EnsemblePredictor
 from model.spacing import parse_spacing, voxel_ml
 from model.weights import Manifest, build_model, load_manifest, write_weights
@@ -402,14 +409,17 @@ def export_run(run: Path, weights_dir: Path, checkpoint: str = "best", threshold
                folds: list[int] | None = None, intracranial_share: float | None = None,
                keep_peak: float | None = None, mirror: bool = False, measure_bf16: bool = False,
                min_peak: float | None = None, measure_fp16: bool = False, tune_on: Path | None = None,
-               slab_mm: float | None = None, brain_hu: bool = True) -> Manifest:
+               slab_mm: float | None = None, brain_hu: bool = True,
+               max_floor_share: float = FLOOR_SHARE) -> Manifest:
     """Write ``weights_dir`` from the run's folds (``folds``: a subset, e.g. those trained in the time
     there was); ``None`` settings are chosen out-of-fold, on the cases those folds held out, or with
     ``tune_on`` on that folder's cases as the ensemble predicts them.
     ``measure_bf16``: decide ``cpu_precision`` on a CPU without native bf16 too (emulated, slow);
     ``measure_fp16``: decide ``cuda_precision`` (fp16 emulated on the CPU, slow; unmeasured: fp32);
     ``slab_mm``: the thin-slice average's thickness instead of the run's (0: none);
-    ``brain_hu``: measure the brain levels the folds were trained on (:func:`trained_brain_hu`)."""
+    ``brain_hu``: measure the brain levels the folds were trained on (:func:`trained_brain_hu`);
+    ``max_floor_share``: written as given, not tuned (the tuning scores without it; on the generated
+    training anatomies it removes no true finding: docs/training.md, "The floor rule")."""
     config_path = run / "config.json"
     if not config_path.is_file():
         raise FileNotFoundError(f"{config_path}: not a training run folder (no config.json)")
@@ -459,6 +469,7 @@ def export_run(run: Path, weights_dir: Path, checkpoint: str = "best", threshold
                 "postprocess": {"min_component_ml": float(min_component_ml), "never_empty": never_empty,
                                 "intracranial_share": float(intracranial_share or 0.0),
                                 "keep_peak": float(keep_peak), "min_peak": float(min_peak),
+                                "max_floor_share": float(max_floor_share),
                                 "single_slice_min_component_ml": single_slice_ml},
                 "description": {**info, **(description or {})}}
     return write_weights(weights_dir, manifest, list(states.values()))
