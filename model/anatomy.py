@@ -21,7 +21,7 @@ from scipy.spatial import ConvexHull, QhullError
 
 BONE_HU = 300.0
 CLOSE_MM = 2.0
-FLOOR_MM = 5.0  # how far below a voxel bone counts as its floor: one slice of a 5 mm series, the slab the model sees
+FLOOR_MM = 7.5  # slices whose centre lies this far below a voxel are its floor: a 5 mm slab's far edge
 
 
 def intracranial(hu: np.ndarray, spacing_zyx: tuple[float, float, float], clearance_mm: float = 0.0) -> np.ndarray:
@@ -66,9 +66,11 @@ def blood_space(hu: np.ndarray) -> np.ndarray:
 
 
 def on_bone_below(hu: np.ndarray, spacing_z: float) -> np.ndarray:
-    """(Z, Y, X) bool: voxels with bone (> 300 HU) at the same row and column in one of the slices up to
-    ``FLOOR_MM`` below (at least the next one). ``hu`` in canonical LPS order (:mod:`model.io`): the
-    slice index grows towards the vertex, so "below" is a lower index.
+    """(Z, Y, X) bool: voxels with bone (> 300 HU) at the same row and column in one of the slices whose
+    centre lies up to ``FLOOR_MM`` below (at least the next one). ``hu`` in canonical LPS order
+    (:mod:`model.io`): the slice index grows towards the vertex, so "below" is a lower index. In a
+    series of 3.75 mm or thicker that is the next slice, whose slab reaches 7.5 mm down from a 5 mm
+    slice's centre; a thin series, which the folds see as 5 mm slabs, looks as far (six 1.25 mm slices).
 
     Why: in a 5 mm slice the brain just above a fossa floor is averaged with the bone under it and
     reads 60–100 HU, blood's density. On a brain the shipped folds never saw (the generator's atlas
@@ -79,7 +81,7 @@ def on_bone_below(hu: np.ndarray, spacing_z: float) -> np.ndarray:
     """
     floor = np.zeros(hu.shape, dtype=bool)
     bone = hu > BONE_HU
-    for step in range(1, max(1, round(FLOOR_MM / float(spacing_z))) + 1):
+    for step in range(1, max(1, int(FLOOR_MM // float(spacing_z))) + 1):
         if step >= len(hu):
             break
         floor[step:] |= bone[:-step]

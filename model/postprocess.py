@@ -7,10 +7,11 @@
   thin, sub-300 HU part of the bone has no hull or a small one.
 
 - ``max_floor_share``: connected components with more than this share of their voxels directly above
-  bone (:func:`model.anatomy.on_bone_below`: the slice below, at the same row and column) are removed:
-  in a thick slice the brain on the orbital roof, the sphenoid and the petrous ridge is averaged with
-  the bone under it and reads as blood. Set by hand (0.5: most of the component), not tuned; on the
-  generated sets no true finding had a share above 0.29. 1.0 or more turns it off.
+  bone (:func:`model.anatomy.on_bone_below`: the slice below, at the same row and column; in a thin
+  series the slices up to 7.5 mm below) are removed: in a thick slice the brain on the orbital roof,
+  the sphenoid and the petrous ridge is averaged with the bone under it and reads as blood. Set by
+  hand (0.5: most of the component), not tuned; on the generated sets no true finding had a share
+  above 0.33. 1.0 or more turns it off.
 
 - ``min_component_ml``: connected components (26-connectivity, so a bleed that continues
   diagonally between thick slices stays one region) smaller than this volume are removed; they

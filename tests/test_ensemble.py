@@ -269,17 +269,20 @@ def test_blood_space_holds_the_brain_of_an_open_skull_and_not_the_scalp():
     assert not inside[:, 32, 61].any() and not inside[:, 61, 32].any()  # scalp beside and behind
 
 
-def test_on_bone_below_looks_down_the_slices_as_far_as_five_mm():
+def test_on_bone_below_looks_down_the_slices_as_far_as_seven_and_a_half_mm():
     """Canonical LPS: a lower slice index is lower in the head. Bone in slice 2 is the floor of the
-    slice just above it (slice 3 at 5 mm; slices 3–6 at 1.25 mm), never of the slices below it."""
+    slices just above it (slice 3 at 5 mm and at 4.4 mm; slices 3–8 at 1.25 mm; 3–5 at 2 mm), never of
+    the slices below it."""
     from model.anatomy import on_bone_below
 
-    hu = np.full((9, 8, 8), 30.0, np.float32)
+    hu = np.full((12, 8, 8), 30.0, np.float32)
     hu[2, 2:6, 2:6] = 900.0
-    thick = on_bone_below(hu, 5.0)
-    assert thick[3, 2:6, 2:6].all() and thick.sum() == 16  # the next slice up only, same rows and columns
+    for thickness in (5.0, 4.4, 10.0):
+        thick = on_bone_below(hu, thickness)
+        assert thick[3, 2:6, 2:6].all() and thick.sum() == 16  # the next slice up only, same rows and columns
     thin = on_bone_below(hu, 1.25)
-    assert thin[3:7, 2:6, 2:6].all() and thin.sum() == 4 * 16  # 5 mm = four 1.25 mm slices
+    assert thin[3:9, 2:6, 2:6].all() and thin.sum() == 6 * 16  # 7.5 mm = six 1.25 mm slices
+    assert on_bone_below(hu, 2.0).sum() == 3 * 16
     assert not on_bone_below(hu[2:3], 5.0).any()  # one slice: nothing below it
 
 
