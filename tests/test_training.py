@@ -570,3 +570,27 @@ def test_hu_offset_moves_a_whole_sample(tmp_path: Path, family: str) -> None:
     assert np.abs(moved).max() <= 10.05
     assert 0.3 < np.mean(np.abs(moved) > 0.05) < 0.7
     assert moved.min() < -5.0 and moved.max() > 5.0
+
+
+def test_tuning_scores_the_floor_rule_it_is_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tuning applies ``max_floor_share`` as post-processing will: a normal head whose only finding
+    (1.5 mL, peak 1.0, too large and too sure for the component rules) lies on the skull's floor scores
+    1 with the rule and 0 without it."""
+    hu = np.full((6, 40, 40), 30.0, dtype=np.float32)
+    hu[0] = 900.0  # the floor of the skull under slice 1
+    hu[:, :2], hu[:, -2:], hu[:, :, :2], hu[:, :, -2:] = 900.0, 900.0, 900.0, 900.0  # its wall: the hull
+    finding = np.zeros(hu.shape, dtype=np.float32)
+    finding[1, 5:35, 5:35] = 1.0  # 900 pixels of 0.9 × 0.9 × 5 mm: 3.6 mL, all on bone
+    np.save(tmp_path / "hu.npy", hu)
+    np.save(tmp_path / "label.npy", np.zeros(hu.shape, dtype=np.uint8))
+    case = CachedCase("001", tmp_path / "hu.npy", tmp_path / "label.npy", (5.0, 0.9, 0.9), (), tuple(range(6)))
+    monkeypatch.setattr(export_module, "predict_case", lambda models, manifest, case, device: finding)
+    config = {"family": "segresnet2d", "input_mode": "windows3", "network": {"init_filters": 8},
+              "inference": {"spacing_zyx": [None, 0.9, 0.9]}}
+
+    def best(share: float) -> float:
+        tuning = export_module.tune_out_of_fold([(case, [])], config, 0.5, torch.device("cpu"), (32,),
+                                                intracranial_share=0.5, max_floor_share=share)
+        return tuning["oof_score"]
+
+    assert best(0.5) == 1.0 and best(1.0) == 0.0

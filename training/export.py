@@ -33,7 +33,7 @@ import torch
 from scipy import ndimage
 from torch import nn
 
-from model.anatomy import blood_space
+from model.anatomy import blood_space, on_bone_below
 from model.calibration import brain_level
 from model.compute import ComputePath, choose_path, cpu_flags, cpu_has_native_bf16, cpu_model
 from model.families import family
@@ -45,6 +45,7 @@ from model.postprocess import (
     components_kept,
     fallback_region,
     remove_extracranial,
+    remove_on_floor,
 )
 from model.predictor import EnsemblePredictor
 from model.spacing import parse_spacing, voxel_ml
@@ -223,7 +224,8 @@ def _single_slice_scores(prob: np.ndarray, mask: np.ndarray, label: np.ndarray, 
 
 def tune_out_of_fold(cases: Iterable[tuple[CachedCase, list[nn.Module]]], config: dict, threshold: float | None,
                      device: torch.device, margins: tuple[int, ...] = CROP_MARGIN_CANDIDATES,
-                     tuned_on: str = "out of fold", intracranial_share: float | None = None) -> dict:
+                     tuned_on: str = "out of fold", intracranial_share: float | None = None,
+                     max_floor_share: float = 1.0) -> dict:
     """Choose the 2D crop margin and the post-processing on out-of-fold predictions.
 
     The margin is the smallest of ``margins`` whose masks (threshold only) agree with whole-slice
@@ -238,7 +240,8 @@ def tune_out_of_fold(cases: Iterable[tuple[CachedCase, list[nn.Module]]], config
 
     ``cases``: each labelled case with the models that predict it: out of fold (:func:`_held_out`), or
     the exported folds' ensemble on a set kept apart for this, neither trained on nor the test set
-    (:func:`_tuning_set`); ``tuned_on`` says which, in the result.
+    (:func:`_tuning_set`); ``tuned_on`` says which, in the result. ``max_floor_share`` is not chosen
+    but applied as given, as post-processing will, to the volumes (a one-slice input has no floor).
     """
     one_slice = family(config["family"]).slice_wise
     compare = one_slice and len(margins) > 1
@@ -254,7 +257,9 @@ def tune_out_of_fold(cases: Iterable[tuple[CachedCase, list[nn.Module]]], config
         {m: {c: ([], []) for c in combos} for m in runs}
     for case, models in cases:
         label = np.asarray(case.label())
-        inside = blood_space(np.asarray(case.hu(), dtype=np.float32))
+        hu = np.asarray(case.hu(), dtype=np.float32)
+        inside = blood_space(hu)
+        floor = on_bone_below(hu, case.spacing_zyx[0]) if max_floor_share < 1.0 else None
         intracranial = inside.reshape(len(inside), -1).any(axis=1)
         probs = {}
         for margin in runs:
@@ -271,7 +276,9 @@ def tune_out_of_fold(cases: Iterable[tuple[CachedCase, list[nn.Module]]], config
                     mask = prob >= t
                     if share > 0:
                         mask = remove_extracranial(mask, inside, share)
-                    values = _component_scores(prob, mask, label, case.spacing_zyx, fallbacks[share > 0], small)
+                    volume_mask = mask if floor is None else remove_on_floor(mask, floor, max_floor_share)
+                    values = _component_scores(prob, volume_mask, label, case.spacing_zyx, fallbacks[share > 0],
+                                               small)
                     for rule, value in zip(small, values, strict=True):
                         scores[margin][t, share, *rule].append(value)
                     if one_slice:
@@ -418,8 +425,8 @@ def export_run(run: Path, weights_dir: Path, checkpoint: str = "best", threshold
     ``measure_fp16``: decide ``cuda_precision`` (fp16 emulated on the CPU, slow; unmeasured: fp32);
     ``slab_mm``: the thin-slice average's thickness instead of the run's (0: none);
     ``brain_hu``: measure the brain levels the folds were trained on (:func:`trained_brain_hu`);
-    ``max_floor_share``: written as given, not tuned (the tuning scores without it; on the generated
-    training anatomies it removes no true finding: docs/training.md, "The floor rule")."""
+    ``max_floor_share``: written as given, not tuned (the tuning applies it as given: docs/training.md,
+    "The floor rule")."""
     config_path = run / "config.json"
     if not config_path.is_file():
         raise FileNotFoundError(f"{config_path}: not a training run folder (no config.json)")
@@ -439,7 +446,8 @@ def export_run(run: Path, weights_dir: Path, checkpoint: str = "best", threshold
         cases = _tuning_set(tune_on, run / "cache", config, states, device) if tune_on else \
             _held_out(run, config, states, device)
         tuned_on = f"ensemble of folds {sorted(states)} on {tune_on}" if tune_on else "out of fold"
-        tuning = tune_out_of_fold(cases, config, threshold, device, margins, tuned_on, intracranial_share)
+        tuning = tune_out_of_fold(cases, config, threshold, device, margins, tuned_on, intracranial_share,
+                                  max_floor_share)
         (run / "export_tuning.json").write_text(json.dumps(tuning, indent=1) + "\n")
         min_component_ml = tuning["min_component_ml"] if min_component_ml is None else min_component_ml
         keep_peak = tuning["keep_peak"] if keep_peak is None else keep_peak
@@ -512,7 +520,8 @@ def retune_weights(weights_dir: Path, out_dir: Path, tune_on: Path, cache: Path,
     config = {key: data[key] for key in ("family", "input_mode", "network")} | {"inference": inference}
     margins = (inference.get("crop_margin") or 0,)
     tuning = tune_out_of_fold(_tuning_set(tune_on, cache, config, states, device), config, None, device, margins,
-                              f"ensemble of the {len(states)} folds of {weights_dir} on {tune_on}")
+                              f"ensemble of the {len(states)} folds of {weights_dir} on {tune_on}",
+                              max_floor_share=checked.postprocess.max_floor_share)
     measured = _precisions(measure_bf16, measure_fp16)
     agreements = precision_agreement(_tuning_set(tune_on, cache, config, states, torch.device("cpu")), config,
                                      tuning["threshold"], inference, measured) if measured else {}
