@@ -3,6 +3,7 @@
     python train.py fit --data DATASET --out RUN [--family segresnet2d|cascade3d] [--fold all|K] ...
     python train.py export --run RUN --weights weights/
     python train.py retune --weights weights/ --tune-on LABELLED --out NEW_WEIGHTS
+    python train.py merge --weights A/ B/ --out NEW_WEIGHTS [--description KEY=VALUE ...]
 
 ``DATASET`` is in INSTANCE layout (``train/data/NNN.nii.gz`` + ``train/label/NNN.nii.gz``). Several
 GPUs or nodes: launch ``fit`` with ``torchrun`` (docs/training.md has the exact commands).
@@ -32,6 +33,7 @@ from training.distributed import setup, teardown
 from training.export import TUNING_TABLES, export_run, retune_weights
 from training.families import TRAINING
 from training.folds import SLAB_MM, run_training
+from training.merge import merge_weights
 
 
 def _fit_parser(sub: argparse._SubParsersAction) -> None:
@@ -154,12 +156,23 @@ def _retune_parser(sub: argparse._SubParsersAction) -> None:
                         help="measure CUDA's fp16 autocast against fp32 masks (emulated on the CPU)")
 
 
+def _merge_parser(sub: argparse._SubParsersAction) -> None:
+    merge = sub.add_parser("merge", help="one ensemble from the folds of several weights folders (settings from "
+                                         "the first; stored in float16 unless --float32)")
+    merge.add_argument("--weights", type=Path, nargs="+", required=True, help="weights folders, the first's settings")
+    merge.add_argument("--out", type=Path, required=True, help="weights folder to write")
+    merge.add_argument("--float32", action="store_true", help="store the folds in float32 (twice the bytes)")
+    merge.add_argument("--description", nargs="*", default=[], metavar="KEY=VALUE",
+                       help="extra fields for the manifest's description")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _fit_parser(sub)
     _export_parser(sub)
     _retune_parser(sub)
+    _merge_parser(sub)
     return parser.parse_args(argv)
 
 
@@ -177,15 +190,21 @@ def fit(args: argparse.Namespace) -> int:
     return 0
 
 
-def export(args: argparse.Namespace) -> int:
+def _description(items: list[str]) -> dict[str, str]:
+    """``--description KEY=VALUE`` items as a dict."""
     description = {}
-    for item in args.description:
+    for item in items:
         key, sep, value = item.partition("=")
         if not sep:
             raise ValueError(f"--description {item!r}: expected KEY=VALUE")
         description[key] = value
+    return description
+
+
+def export(args: argparse.Namespace) -> int:
     manifest = export_run(args.run, args.weights, args.checkpoint, args.threshold, args.min_component_ml,
-                          not args.no_never_empty, description, crop_margin=args.crop_margin, folds=args.folds,
+                          not args.no_never_empty, _description(args.description), crop_margin=args.crop_margin,
+                          folds=args.folds,
                           intracranial_share=args.intracranial_share, keep_peak=args.keep_peak, min_peak=args.min_peak,
                           mirror=args.mirror, measure_bf16=args.measure_bf16, measure_fp16=args.measure_fp16,
                           tune_on=args.tune_on, slab_mm=args.slab_mm,
@@ -198,6 +217,12 @@ def retune(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="ich-retune-") as scratch:
         manifest = retune_weights(args.weights, args.out, args.tune_on, args.cache or Path(scratch),
                                   args.measure_bf16, args.measure_fp16)
+    _report(args.out, manifest)
+    return 0
+
+
+def merge(args: argparse.Namespace) -> int:
+    manifest = merge_weights(args.weights, args.out, half=not args.float32, extra=_description(args.description))
     _report(args.out, manifest)
     return 0
 
@@ -220,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     keep_freed_memory()  # a training step of 8 × 192² on the 2-core EPYC: 2.2–2.9 → 1.2–1.4 s (model.allocator)
     try:
-        code = {"fit": fit, "export": export, "retune": retune}[args.command](args)
+        code = {"fit": fit, "export": export, "retune": retune, "merge": merge}[args.command](args)
     except (CaseError, FileNotFoundError, ValueError, WeightsError) as err:
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2

@@ -147,13 +147,19 @@ def load_models(weights_dir: Path, manifest: Manifest, device: torch.device) -> 
     return models
 
 
-def write_weights(weights_dir: Path, manifest: dict, states: list[dict[str, torch.Tensor]]) -> Manifest:
-    """Write fold checkpoints and a manifest listing their hashes (the export step of training)."""
+def write_weights(weights_dir: Path, manifest: dict, states: list[dict[str, torch.Tensor]],
+                  half: bool = False) -> Manifest:
+    """Write fold checkpoints and a manifest listing their hashes (the export step of training).
+
+    ``half`` stores floating tensors in float16, half the bytes, so that more folds fit the size limit;
+    loading casts them back to the network's float32 (``load_state_dict`` copies into its tensors)."""
     weights_dir.mkdir(parents=True, exist_ok=True)
     folds = []
     for index, state in enumerate(states):
         name = f"fold{index}.pt"
-        torch.save({k: v.detach().cpu().contiguous() for k, v in state.items()}, weights_dir / name)
+        stored = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
+                  for k, v in state.items()}
+        torch.save(stored, weights_dir / name)
         folds.append({"file": name, "sha256": sha256_of(weights_dir / name)})
     data = {**manifest, "folds": folds}
     validated = Manifest.from_dict(data)
