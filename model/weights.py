@@ -129,15 +129,20 @@ def build_model(manifest: Manifest, state: Mapping[str, torch.Tensor] | None = N
     return model
 
 
+def read_fold(path: Path) -> dict[str, torch.Tensor]:
+    """One fold file's tensors on the CPU; tensors only, never pickled code."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise WeightsError(f"{path}: holds pickled objects, not plain tensors; "
+                           "refused (weights_only loading)") from None
+
+
 def load_models(weights_dir: Path, manifest: Manifest, device: torch.device) -> list[nn.Module]:
     """One network per fold, in eval mode on ``device``; tensors only, never pickled code."""
     models = []
     for fold in manifest.folds:
-        try:
-            state = torch.load(weights_dir / fold.file, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:
-            raise WeightsError(f"{weights_dir / fold.file}: holds pickled objects, not plain tensors; "
-                               "refused (weights_only loading)") from None
+        state = read_fold(weights_dir / fold.file)
         try:
             model = build_model(manifest, state)
         except (RuntimeError, ValueError, OSError) as err:

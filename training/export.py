@@ -49,7 +49,7 @@ from model.postprocess import (
 )
 from model.predictor import EnsemblePredictor
 from model.spacing import parse_spacing, voxel_ml
-from model.weights import Manifest, build_model, load_manifest, write_weights
+from model.weights import Manifest, build_model, load_manifest, read_fold, write_weights
 from training.data import CachedCase, cache_case
 from training.families import checkpoint_path, training_family, training_record
 from training.splits import find_cases, read_splits
@@ -514,7 +514,7 @@ def retune_weights(weights_dir: Path, out_dir: Path, tune_on: Path, cache: Path,
     device = device or torch.device("cpu")
     checked = load_manifest(weights_dir)
     data = checked.to_dict()  # the file as write_weights wrote it (its lists as tuples)
-    states = {index: torch.load(weights_dir / fold.file, map_location="cpu", weights_only=True)
+    states = {index: read_fold(weights_dir / fold.file)
               for index, fold in enumerate(checked.folds)}
     inference = {**data["inference"], "recheck_margin": 0.0, "cpu_precision": "fp32", "cuda_precision": "fp32"}
     config = {key: data[key] for key in ("family", "input_mode", "network")} | {"inference": inference}

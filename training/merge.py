@@ -11,9 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
-from model.weights import Manifest, WeightsError, load_manifest, write_weights
+from model.weights import Manifest, WeightsError, load_manifest, read_fold, write_weights
 
 
 def merge_weights(sources: list[Path], out_dir: Path, half: bool = True, extra: dict | None = None) -> Manifest:
@@ -22,16 +20,15 @@ def merge_weights(sources: list[Path], out_dir: Path, half: bool = True, extra: 
     if len(sources) < 2:
         raise ValueError("merge needs at least two weights folders")
     manifests = [load_manifest(source) for source in sources]
-    first = manifests[0].to_dict()
-    for source, manifest in zip(sources[1:], manifests[1:], strict=True):
-        other = manifest.to_dict()
+    data = [manifest.to_dict() for manifest in manifests]
+    for source, other in zip(sources[1:], data[1:], strict=True):
         for key in ("family", "input_mode", "network"):
-            if other[key] != first[key]:
+            if other[key] != data[0][key]:
                 raise WeightsError(f"{source}: its {key} differs from {sources[0]}'s; cannot merge")
-    states = [torch.load(source / fold.file, map_location="cpu", weights_only=True)
+    states = [read_fold(source / fold.file)
               for source, manifest in zip(sources, manifests, strict=True) for fold in manifest.folds]
-    description = {"merged_from": {str(source): manifest.to_dict()["description"]
-                                   for source, manifest in zip(sources, manifests, strict=True)},
+    description = {"merged_from": {str(source): each["description"]
+                                   for source, each in zip(sources, data, strict=True)},
                    "settings_from": str(sources[0]),
                    "stored": "float16" if half else "float32", **(extra or {})}
-    return write_weights(out_dir, {**first, "description": description}, states, half=half)
+    return write_weights(out_dir, {**data[0], "description": description}, states, half=half)
