@@ -21,7 +21,7 @@ import SimpleITK as sitk
 
 from evaluation.metrics import CaseMetrics, score_case
 from evaluation.report import CaseSlice, case_picture
-from model.io import IMAGE_SUFFIXES, CaseError, case_name, read_image, to_canonical
+from model.io import IMAGE_SUFFIXES, CaseError, as_volume, case_name, read_image, to_canonical
 from model.spacing import voxel_ml
 
 METRICS = ("dsc", "hd", "rvd", "nsd")
@@ -92,12 +92,13 @@ def label_spacing(path: Path, image: sitk.Image) -> tuple[float, ...]:
     """The label's voxel size along the axes of ``sitk.GetArrayFromImage`` (z, y, x).
 
     For NIfTI it is pixdim[1:4] read from the header, as the official script does (it stays float32
-    there, as in the official script); other formats use the image's spacing.
+    there, as in the official script); other formats, and a 2D slice (one :data:`ONE_SLICE_MM` thick),
+    use the image's spacing.
     """
-    if path.name.lower().endswith((".nii", ".nii.gz")):
+    if path.name.lower().endswith((".nii", ".nii.gz")) and image.GetDimension() == 3:
         pixdim = nib.load(str(path)).header["pixdim"][1:4]
         return tuple(float(v) for v in pixdim[::-1])
-    return tuple(image.GetSpacing()[::-1])
+    return tuple(as_volume(image).GetSpacing()[::-1])
 
 
 def _pick_slice(label: sitk.Image, prediction: sitk.Image, ct: sitk.Image | None) -> CaseSlice:
@@ -141,15 +142,16 @@ def evaluate_pair(pair: Pair, picture: bool = False) -> CaseResult:
     result = CaseResult(pair.name)
     notes: list[str] = []
     try:
-        label = read_image(pair.label)
-        spacing = label_spacing(pair.label, label)
+        label_file = read_image(pair.label)
+        spacing = label_spacing(pair.label, label_file)
+        label = as_volume(label_file)  # a 2D slice is scored as a volume of one slice
         label_array = sitk.GetArrayFromImage(label)
         if pair.prediction is None:
             notes.append("no prediction: scored as empty")
             prediction = sitk.Image(label.GetSize(), sitk.sitkUInt8)
             prediction.CopyInformation(label)
         else:
-            prediction = read_image(pair.prediction)
+            prediction = as_volume(read_image(pair.prediction))
         pred_array = sitk.GetArrayFromImage(prediction)
         if pred_array.shape != label_array.shape:
             raise CaseError(f"shape mismatch: prediction {prediction.GetSize()}, label {label.GetSize()}")

@@ -6,7 +6,7 @@ or a tree of them (patient/study/series); the series are told apart by SeriesIns
 folder or file name. Slices are ordered by their position along the slice normal (file names carry
 no order), and the series is refused, with one line naming it and the problem, whenever a regular
 3D grid would misplace the mask: missing slices, mixed orientations, a tilted gantry, a localizer,
-a single slice, a non-CT modality, or pixel data no installed decoder can read.
+a non-CT modality, or pixel data no installed decoder can read.
 
 Pixel data are decoded by pydicom (uncompressed, RLE, JPEG baseline/extended, JPEG 2000 through
 Pillow, JPEG-LS through pyjpegls); syntaxes pydicom has no decoder for here (notably JPEG lossless,
@@ -186,8 +186,6 @@ def _check_kind(datasets: list[Dataset], label: str) -> None:
                         "not axial slices; refused")
     if any(int(ds.get("NumberOfFrames", 1) or 1) > 1 for ds in datasets):
         raise CaseError(f"{label}: multi-frame (enhanced) CT is not supported; export it as single-frame slices")
-    if len(datasets) < 2:
-        raise CaseError(f"{label}: only one slice; a series of at least 2 slices is needed to place a 3D mask")
     shapes = {(int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0), int(ds.get("SamplesPerPixel", 1) or 1),
                tuple(round(float(v), 4) for v in (ds.get("PixelSpacing") or []))) for ds in datasets}
     if len(shapes) != 1:
@@ -208,7 +206,7 @@ def series_geometry(datasets: list[Dataset], label: str) -> SeriesGeometry:
 
     Refuses mixed orientations, duplicate positions, a tilted gantry (slice origins drifting
     in-plane: the grid would be sheared, which NIfTI cannot hold) and uneven spacing (missing
-    slices, or several spacings in one series).
+    slices, or several spacings in one series). A lone slice is a volume of one, its SliceThickness thick.
     """
     _check_kind(datasets, label)
     orientations = np.array([_vector(ds, "ImageOrientationPatient", 6, label) for ds in datasets])
@@ -229,14 +227,34 @@ def series_geometry(datasets: list[Dataset], label: str) -> SeriesGeometry:
     along = positions @ normal
     order = np.argsort(along, kind="stable")
     positions, along = positions[order], along[order]
-    gaps = np.diff(along)
     pixel_spacing = [float(v) for v in datasets[0].PixelSpacing]  # (between rows, between columns)
+    step = _one_slice_thickness(datasets[0], label) if len(datasets) == 1 else _regular_step(
+        positions, along, normal, min(pixel_spacing), label)
+    direction = np.stack([row, column, normal], axis=1)  # columns: the image's x, y, z axes
+    return SeriesGeometry(order=tuple(int(i) for i in order), origin=tuple(float(v) for v in positions[0]),
+                          direction=tuple(float(v) for v in direction.ravel()),
+                          spacing=(pixel_spacing[1], pixel_spacing[0], step))
+
+
+def _one_slice_thickness(ds: Dataset, label: str) -> float:
+    """A lone slice (a key image, a slice dataset) is as thick as it says: millilitres need it."""
+    thickness = float(ds.get("SliceThickness") or 0)
+    if not thickness > 0:
+        raise CaseError(f"{label}: one slice without a SliceThickness; its thickness is needed to measure "
+                        "millilitres")
+    return thickness
+
+
+def _regular_step(positions: np.ndarray, along: np.ndarray, normal: np.ndarray, pixel: float, label: str
+                  ) -> float:
+    """The spacing of slices sorted along their normal, refused unless they make one regular, unsheared grid."""
+    gaps = np.diff(along)
     if gaps.min() < POSITION_TOLERANCE_MM:
         raise CaseError(f"{label}: {int((gaps < POSITION_TOLERANCE_MM).sum()) + 1} slices share a position "
                         "(duplicates, or several acquisitions in one series); refused")
     offsets = positions - positions[0]
     drift = np.linalg.norm(offsets - np.outer(offsets @ normal, normal), axis=1)
-    if drift.max() > SHEAR_TOLERANCE_PIXELS * min(pixel_spacing):
+    if drift.max() > SHEAR_TOLERANCE_PIXELS * pixel:
         angle = float(np.degrees(np.arctan2(drift[-1], along[-1] - along[0])))
         raise CaseError(f"{label}: tilted gantry (slice origins drift {drift.max():.1f} mm in-plane, stacked "
                         f"{angle:.1f}° off their normal); not supported: resample the series to an orthogonal "
@@ -246,10 +264,7 @@ def series_geometry(datasets: list[Dataset], label: str) -> SeriesGeometry:
     if off_grid.max() > max(POSITION_TOLERANCE_MM, 0.02 * step):
         raise CaseError(f"{label}: uneven slice spacing ({gaps.min():.2f} to {gaps.max():.2f} mm between "
                         f"{len(along)} slices; missing slices?); refused")
-    direction = np.stack([row, column, normal], axis=1)  # columns: the image's x, y, z axes
-    return SeriesGeometry(order=tuple(int(i) for i in order), origin=tuple(float(v) for v in positions[0]),
-                          direction=tuple(float(v) for v in direction.ravel()),
-                          spacing=(pixel_spacing[1], pixel_spacing[0], step))
+    return step
 
 
 @contextlib.contextmanager

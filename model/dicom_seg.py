@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import warnings
 from pathlib import Path
 
 import highdicom as hd
@@ -78,7 +79,9 @@ def segmentation_for_case(case: Case, mask: sitk.Image, manifest: Manifest) -> h
     The mask's slices are in the order :func:`model.dicom_input.read_series` stacked the files, which
     :func:`model.dicom_input.sorted_headers` reproduces, so frame i references source slice i.
     """
-    return build_segmentation(sitk.GetArrayFromImage(mask), sorted_headers(case, series_label(case)), manifest)
+    with warnings.catch_warnings():  # highdicom's advice on the source's own values (a one-part PatientName)
+        warnings.simplefilter("ignore", UserWarning)
+        return build_segmentation(sitk.GetArrayFromImage(mask), sorted_headers(case, series_label(case)), manifest)
 
 
 def write_dataset_atomic(dataset: Dataset, path: Path) -> None:

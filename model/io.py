@@ -37,6 +37,9 @@ def case_name(path: Path) -> str:
 
 
 MAX_VOXELS = 400_000_000  # 1024 × 1024 × 380: larger would exhaust the container's memory
+# A 2D file is one axial slice whose thickness it does not say. Millilitres (the size rules, the volume
+# reported) need one: INSTANCE's slices are 5 mm, and so are most thick-slice head CTs.
+ONE_SLICE_MM = 5.0
 AIR_HU = -200.0  # a head CT in Hounsfield units always holds air (−1000) or padding below this
 
 
@@ -83,7 +86,7 @@ def _check_nifti(path: Path) -> None:
 
 
 def read_image(path: Path) -> sitk.Image:
-    """Read a 3D single-channel image, or raise CaseError saying in one line why not.
+    """Read a 3D (or 2D: one axial slice) single-channel image, or raise CaseError saying in one line why not.
 
     The header is checked before any voxel is read, so a header promising an enormous volume
     is refused instead of exhausting memory.
@@ -102,8 +105,9 @@ def read_image(path: Path) -> sitk.Image:
         raise CaseError(f"{path.name}: has {reader.GetNumberOfComponents()} components per voxel (a vector, "
                         "colour or 4D image), expected a single-channel CT")
     size = reader.GetSize()
-    if reader.GetDimension() != 3 or (len(size) > 3 and any(s > 1 for s in size[3:])):
-        raise CaseError(f"{path.name}: is {reader.GetDimension()}D with size {size}, expected a 3D CT volume")
+    if reader.GetDimension() not in (2, 3) or (len(size) > 3 and any(s > 1 for s in size[3:])):
+        raise CaseError(f"{path.name}: is {reader.GetDimension()}D with size {size}, expected a 3D CT volume "
+                        "or one 2D slice")
     if int(np.prod(size)) > MAX_VOXELS:
         raise CaseError(f"{path.name}: {size} is {int(np.prod(size)):,} voxels, more than the {MAX_VOXELS:,} "
                         "this container handles")
@@ -162,17 +166,29 @@ class LoadedCase:
         return mask_image(mask, self.canonical, self.image)
 
 
+def as_volume(image: sitk.Image) -> sitk.Image:
+    """A 2D image as a volume of one axial slice :data:`ONE_SLICE_MM` thick; a 3D image as it is."""
+    if image.GetDimension() != 2:
+        return image
+    volume = sitk.JoinSeries(image)  # the 2D direction in the upper left, the new axis along +z
+    volume.SetSpacing((*image.GetSpacing(), ONE_SLICE_MM))
+    return volume
+
+
 def to_canonical(image: sitk.Image) -> sitk.Image:
     """Permute and flip the axes (no resampling) so the array reads as axial slices in LPS order."""
-    return sitk.DICOMOrient(image, CANONICAL)
+    return sitk.DICOMOrient(as_volume(image), CANONICAL)
 
 
 def from_canonical(canonical: sitk.Image, reference: sitk.Image) -> sitk.Image:
-    """Undo :func:`to_canonical` and stamp the reference's exact geometry on the result."""
-    original = sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(reference.GetDirection())
+    """Undo :func:`to_canonical` and stamp the reference's exact geometry (2D for a 2D reference) on the result."""
+    volume = as_volume(reference)
+    original = sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(volume.GetDirection())
     restored = sitk.DICOMOrient(canonical, original)
-    if restored.GetSize() != reference.GetSize():
-        raise ValueError(f"orientation round trip changed size {reference.GetSize()} → {restored.GetSize()}")
+    if restored.GetSize() != volume.GetSize():
+        raise ValueError(f"orientation round trip changed size {volume.GetSize()} → {restored.GetSize()}")
+    if reference.GetDimension() == 2:
+        restored = sitk.Extract(restored, (*reference.GetSize(), 0), (0, 0, 0))
     restored.CopyInformation(reference)
     return restored
 

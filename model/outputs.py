@@ -1,9 +1,10 @@
 """Everything written for one case: the mask, a DICOM series' SEG, the optional QC picture.
 
-All or nothing: a DICOM SEG is built in memory before any file is written (so a series highdicom
-cannot reference fails with nothing on disk), each file is written under a temporary name and
-renamed, and when a later file fails the earlier ones of the case are removed. A failed case never
-leaves a mask behind that results.json does not list.
+All or nothing: a DICOM SEG is built in memory before any file is written, each file is written
+under a temporary name and renamed, and when a later file fails the earlier ones of the case are
+removed. A failed case never leaves a mask behind that results.json does not list. A series the
+standard gives no SEG (one lacking a frame of reference or study attributes that a SEG must copy, as
+old anonymised files do) still gets its mask; results.json says why it has no SEG.
 """
 
 from __future__ import annotations
@@ -32,16 +33,22 @@ class QcRequest:
 
 
 def write_case_outputs(case: Case, mask: sitk.Image, manifest: Manifest, qc: QcRequest | None = None) -> dict:
-    """Write the case's files; return their paths for results.json (``dicom_seg``, ``qc``) beyond the mask."""
+    """Write the case's files; return their paths for results.json (``dicom_seg``, ``qc``) beyond the mask,
+    and ``dicom_seg_skipped``, why a DICOM series has no SEG, where it has none."""
     writes: list[tuple[Path, Callable[[], None]]] = [(case.output_path,
                                                       lambda: write_image_atomic(mask, case.output_path))]
-    paths: dict[str, str] = {}
+    paths: dict[str, str | None] = {}
     if case.series:
         from model.dicom_seg import seg_path, segmentation_for_case, write_dataset_atomic
 
-        seg, seg_file = segmentation_for_case(case, mask, manifest), seg_path(case.output_path)
-        writes.append((seg_file, lambda: write_dataset_atomic(seg, seg_file)))
-        paths["dicom_seg"] = str(seg_file)
+        try:
+            seg = segmentation_for_case(case, mask, manifest)
+        except (ValueError, AttributeError) as err:  # highdicom: a source attribute the SEG must copy
+            paths |= {"dicom_seg": None, "dicom_seg_skipped": " ".join(str(err).split())[:200]}
+        else:
+            seg_file = seg_path(case.output_path)
+            writes.append((seg_file, lambda: write_dataset_atomic(seg, seg_file)))
+            paths["dicom_seg"] = str(seg_file)
     if qc is not None:
         from model.qc import write_qc_png
 

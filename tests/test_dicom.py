@@ -34,7 +34,9 @@ SERIES = {
     "mr": ("error", "modality MR, not CT"),
     "mixed orientation": ("error", "mixed orientations"),
     "jpeg": ("error", "cannot be decoded"),
-    "single": ("error", "only one slice"),
+    "single": ("ok", ""),
+    "single without thickness": ("error", "one slice without a SliceThickness"),
+    "no frame of reference": ("ok", ""),
     "tilted": ("error", "tilted gantry"),
 }
 
@@ -46,7 +48,13 @@ def write_all(root: Path) -> None:
     write_series(root / "mr", HU, modality="MR")
     write_series(root / "mixed orientation", HU, orientations={2: (0.995, 0.0998, 0, -0.0998, 0.995, 0)})
     write_series(root / "jpeg", HU, undecodable=True)
-    write_series(root / "single", HU[:1])
+    write_series(root / "single", HU[2:3], origin=(-14.0, -16.0, 50.0))  # slice 2 of "good", with blood
+    for folder, attribute in (("single without thickness", "SliceThickness"),
+                              ("no frame of reference", "FrameOfReferenceUID")):
+        for path in write_series(root / folder, HU if attribute == "FrameOfReferenceUID" else HU[2:3]):
+            ds = pydicom.dcmread(path)
+            delattr(ds, attribute)
+            ds.save_as(path)
     write_series(root / "tilted", HU, tilt_mm=1.0)
 
 
@@ -115,6 +123,32 @@ def test_seg_frames_reference_the_right_slices_and_equal_the_mask(dicom_run):
     pixels = seg.get_pixels_by_source_instance([ds.SOPInstanceUID for ds in sources], segment_numbers=[1],
                                                assert_missing_frames_are_empty=True)[..., 0]
     np.testing.assert_array_equal(pixels, sitk.GetArrayFromImage(sitk.ReadImage(record["output"])))
+
+
+def test_a_lone_slice_gets_a_one_slice_mask_and_seg_in_its_own_geometry(dicom_run):
+    """A key image or a slice dataset's file: one slice, as thick as its SliceThickness says."""
+    root, records, _ = dicom_run
+    record = records["single"]
+    mask = sitk.ReadImage(record["output"])
+    assert mask.GetSize() == (64, 64, 1)
+    np.testing.assert_allclose(mask.GetSpacing(), (0.5, 0.45, 5.0), atol=1e-5)
+    np.testing.assert_allclose(mask.GetOrigin(), (-14.0, -16.0, 50.0), atol=1e-4)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(mask), EXPECTED[2:3])
+    assert record["volume_ml"] == pytest.approx(EXPECTED[2].sum() * 0.5 * 0.45 * 5.0 / 1000, rel=1e-4)
+    seg = hd.seg.segread(Path(record["dicom_seg"]))
+    source = pydicom.dcmread(next((root / "in" / "single").iterdir()), stop_before_pixels=True)
+    pixels = seg.get_pixels_by_source_instance([source.SOPInstanceUID], segment_numbers=[1])[..., 0]
+    np.testing.assert_array_equal(pixels, EXPECTED[2:3])
+
+
+def test_a_series_that_cannot_have_a_seg_still_gets_its_mask_and_the_reason(dicom_run):
+    """Old anonymised exports lack the frame of reference a SEG must copy: the mask is still the answer."""
+    root, records, _ = dicom_run
+    record = records["no frame of reference"]
+    assert record["dicom_seg"] is None and "Frame Of Reference" in record["dicom_seg_skipped"]
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(record["output"])), EXPECTED)
+    assert not list((root / "out").glob(f"{record['case']}.seg*"))
+    assert "dicom_seg_skipped" not in records["good"]
 
 
 def test_qc_picture_is_written_for_the_good_series(dicom_run):

@@ -185,3 +185,23 @@ def test_bad_arguments_give_one_line_error(tmp_path: Path, capsys: pytest.Captur
     assert status == 2
     assert capsys.readouterr().err.strip().count("\n") == 0
     assert evaluate.main(["rank", str(tmp_path), "--quiet"]) == 2
+
+
+def test_a_2d_slice_pair_is_scored_as_a_volume_of_one_5_mm_slice(tmp_path):
+    """Real slices with expert masks come as 2D files: scored as the same slice 5 mm thick."""
+    label, prediction = np.zeros((40, 36), np.uint8), np.zeros((40, 36), np.uint8)
+    label[10:20, 8:18] = 1
+    prediction[12:22, 8:16] = 1
+    paths = {}
+    for name, thickness in (("flat", None), ("thick", 5.0)):
+        for kind, values in (("label", label), ("pred", prediction)):
+            image = sitk.GetImageFromArray(values if thickness is None else values[None])
+            image.SetSpacing((0.5, 0.5) if thickness is None else (0.5, 0.5, thickness))
+            paths[name, kind] = tmp_path / f"{name}_{kind}.nii.gz"
+            sitk.WriteImage(image, str(paths[name, kind]))
+    flat = evaluate_pair(Pair("flat", paths["flat", "label"], paths["flat", "pred"]))
+    thick = evaluate_pair(Pair("thick", paths["thick", "label"], paths["thick", "pred"]))
+    assert flat.note == thick.note == ""
+    assert flat.dsc == pytest.approx(2 * 64 / 180) and flat.dsc == thick.dsc
+    assert (flat.hd, flat.rvd, flat.nsd) == (thick.hd, thick.rvd, thick.nsd)
+    assert flat.label_ml == pytest.approx(100 * 0.25 * 5 / 1000) and flat.label_ml == pytest.approx(thick.label_ml)

@@ -136,3 +136,33 @@ def test_empty_input_folder_fails_with_a_reason(tmp_path, weights_factory, capsy
     inp.mkdir()
     assert run(inp, tmp_path / "out", weights_factory()) == 2
     assert "no CT images found" in capsys.readouterr().err
+
+
+def test_a_2d_slice_is_segmented_as_a_5_mm_slice_and_answered_in_2d(tmp_path, weights_factory):
+    """Single real slices often come as 2D files: the same mask as the slice stored as a 5 mm volume."""
+    weights = weights_factory("segresnet2d", "windows3", postprocess={"never_empty": True})
+    inp, out = tmp_path / "in", tmp_path / "out"
+    inp.mkdir()
+    hu = head_volume(seed=5)[3]
+    flat = sitk.GetImageFromArray(hu)
+    flat.SetSpacing((0.45, 0.5))
+    flat.SetOrigin((-12.0, 30.5))
+    flat.SetDirection((-1, 0, 0, -1))  # as ITK reads a 2D NIfTI written from a RAS affine
+    sitk.WriteImage(flat, str(inp / "flat.nii.gz"))
+    sitk.WriteImage(sitk.JoinSeries(flat), str(inp / "one.nii.gz"))  # 1 mm: differs from the assumed 5 mm
+    volume = ct_image(hu[None], spacing=(0.45, 0.5, 5.0), origin=(-12.0, 30.5, 0.0),
+                      direction=(-1, 0, 0, 0, -1, 0, 0, 0, 1))
+    sitk.WriteImage(volume, str(inp / "thick.nii.gz"))
+    assert run(inp, out, weights) == 0
+    mask = sitk.ReadImage(str(out / "flat.nii.gz"))
+    assert mask.GetDimension() == 2 and mask.GetSize() == flat.GetSize()
+    assert mask.GetSpacing() == pytest.approx(flat.GetSpacing())
+    np.testing.assert_allclose(mask.GetOrigin(), flat.GetOrigin(), atol=1e-4)
+    np.testing.assert_allclose(mask.GetDirection(), flat.GetDirection())
+    thick = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "thick.nii.gz")))[0]
+    assert 0 < thick.sum() < thick.size  # the comparison means something
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(mask), thick)
+    records = {r["case"]: r for r in json.loads((out / "results.json").read_text())["cases"]}
+    assert records["flat"]["slice_mm_assumed"] == 5.0 and records["thick"]["slice_mm_assumed"] is None
+    assert records["flat"]["volume_ml"] == records["thick"]["volume_ml"]
+    assert records["one"]["slice_mm_assumed"] is None and records["one"]["volume_ml"] < records["flat"]["volume_ml"]
