@@ -3,6 +3,7 @@
     python3 bench/accuracy.py --data data/heldout --subset evaluation [--weights weights] [--out FILE.json]
     python3 bench/accuracy.py --data data/heldout --single-slices [...]
     python3 bench/accuracy.py --data data/heldout --offset-hu 10 [...]
+    python3 bench/accuracy.py --data data/heldout --blur-mm 1.0 | --sharpen 0.7 [...]
 
 With ``--single-slices`` each labelled case gives up to three one-slice inputs instead (its slices
 with the largest, the median and the smallest cross-section of blood, at least ``MIN_SLICE_PIXELS``
@@ -12,7 +13,10 @@ component kept, the never-empty fallback) meets a bleed cut to one slice.
 
 With ``--offset-hu`` every voxel of every case is moved by that many HU before the model and the rule
 see it: a scanner calibrated differently from the training heads (the predictor's brain-level shift,
-:mod:`model.calibration`, is what is measured; each row records the shift it made).
+:mod:`model.calibration`, is what is measured; each row records the shift it made). ``--blur-mm`` and
+``--sharpen`` stand for another reconstruction kernel: each slice blurred by a Gaussian of that
+standard deviation (a softer kernel, bone spread further into the brain under the inner table), or
+unsharp-masked with that gain over a 1 mm Gaussian (a sharper one: edges and noise raised).
 
 Each case is read and predicted exactly as ``process.py`` does it (canonical orientation, the
 manifest's spacing, fold ensemble, post-processing); the baseline is :mod:`bench.hu_rule`. Cases
@@ -35,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -94,10 +99,26 @@ def inputs(data: Path, subset: str, single_slices: bool) -> Iterator[Labelled]:
             yield f"{case.name}_z{z:02d}", hu[z: z + 1], label[z: z + 1], spacing
 
 
+def another_scanner(hu: np.ndarray, spacing: tuple[float, float, float], offset_hu: float = 0.0,
+                    blur_mm: float = 0.0, sharpen: float = 0.0) -> np.ndarray:
+    """``hu`` as a scanner with another calibration (``offset_hu``) or reconstruction kernel would show it:
+    each slice blurred (``blur_mm``, the Gaussian's SD) or unsharp-masked (``sharpen``, gain over a 1 mm
+    Gaussian). All zero: ``hu`` itself."""
+    if not (offset_hu or blur_mm or sharpen):
+        return hu
+    moved = hu.astype(np.float32) + np.float32(offset_hu)
+    if blur_mm:
+        moved = ndimage.gaussian_filter(moved, (0.0, blur_mm / spacing[1], blur_mm / spacing[2]))
+    if sharpen:
+        moved += np.float32(sharpen) * (moved - ndimage.gaussian_filter(moved, (0.0, 1.0 / spacing[1],
+                                                                                1.0 / spacing[2])))
+    return moved
+
+
 def score_cases(data: Path, subset: str, weights: Path, single_slices: bool = False,
-                offset_hu: float = 0.0) -> list[dict]:
+                offset_hu: float = 0.0, blur_mm: float = 0.0, sharpen: float = 0.0) -> list[dict]:
     """Per case (or picked slice): true mL, and for the model and the rule the predicted mL and DSC
-    (None without blood); every voxel moved by ``offset_hu`` first."""
+    (None without blood); every case first made as :func:`another_scanner` would show it."""
     manifest = load_manifest(weights)
     device = torch.device("cpu")
     predictor = EnsemblePredictor(load_models(weights, manifest, device), manifest, device)
@@ -105,8 +126,7 @@ def score_cases(data: Path, subset: str, weights: Path, single_slices: bool = Fa
     rows = []
     for name, hu, label_array, spacing in inputs(data, subset, single_slices):
         label = label_array > 0
-        if offset_hu:
-            hu = hu.astype(np.float32) + np.float32(offset_hu)
+        hu = another_scanner(hu, spacing, offset_hu, blur_mm, sharpen)
         started = time.perf_counter()
         prediction = predictor.predict(hu, spacing)
         cleaned = postprocess(prediction.prob, spacing, manifest.threshold, manifest.postprocess, hu=hu)
@@ -199,10 +219,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="score up to three one-slice inputs per case with blood instead of whole cases")
     parser.add_argument("--offset-hu", type=float, default=0.0,
                         help="move every voxel by this many HU first (a differently calibrated scanner)")
+    parser.add_argument("--blur-mm", type=float, default=0.0,
+                        help="blur each slice by a Gaussian of this SD in mm first (a softer reconstruction kernel)")
+    parser.add_argument("--sharpen", type=float, default=0.0,
+                        help="unsharp-mask each slice with this gain over a 1 mm Gaussian first (a sharper kernel)")
     args = parser.parse_args(argv)
     keep_freed_memory()  # as process.py runs: the seconds per case are its
     print(f"cpu={cpu_model()} threads={torch.get_num_threads()}", flush=True)
-    rows = score_cases(args.data, args.subset, args.weights, args.single_slices, args.offset_hu)
+    rows = score_cases(args.data, args.subset, args.weights, args.single_slices, args.offset_hu,
+                       args.blur_mm, args.sharpen)
     print(table(rows, SLICE_BINS if args.single_slices else BINS))
     if any(r.get("subtype") for r in rows):
         print()

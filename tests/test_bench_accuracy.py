@@ -101,3 +101,22 @@ def test_single_slice_mode_scores_one_slice_inputs_by_their_own_blood(tmp_path: 
     assert all(r["rule_dsc"] > 0.8 for r in rows)  # the rule finds the bleed in one slice too
     printed = capsys.readouterr().out
     assert "| < 0.5 mL | 3 |" in printed and "slices=3" in printed and "fold Dice" not in printed
+
+
+def test_another_scanner_moves_blurs_and_sharpens_each_slice_only_in_plane():
+    rng = np.random.default_rng(0)
+    hu = rng.normal(30, 5, (3, 40, 40)).astype(np.float32)
+    hu[:, 10:20, 10:20] = 1000.0  # bone: its edge is what a kernel changes
+    spacing = (5.0, 0.5, 0.5)
+    assert accuracy.another_scanner(hu, spacing) is hu
+    np.testing.assert_allclose(accuracy.another_scanner(hu, spacing, offset_hu=10), hu + 10)
+    soft = accuracy.another_scanner(hu, spacing, blur_mm=1.0)
+    sharp = accuracy.another_scanner(hu, spacing, sharpen=0.7)
+    brain = (slice(None), slice(30, 40), slice(30, 40))
+    assert soft[brain].std() < hu[brain].std() < sharp[brain].std()  # noise smoothed, noise raised
+    assert soft[:, 21, 15].mean() > hu[:, 21, 15].mean() + 50  # bone spread under its edge
+    assert sharp[:, 21, 15].mean() < hu[:, 21, 15].mean() - 50  # the sharp kernel's undershoot
+    edited = hu.copy()
+    edited[0] += 100  # in-plane only: one slice's change does not reach the next
+    np.testing.assert_allclose(accuracy.another_scanner(edited, spacing, blur_mm=1.0, sharpen=0.7)[1:],
+                               accuracy.another_scanner(hu, spacing, blur_mm=1.0, sharpen=0.7)[1:], atol=1e-3)
