@@ -79,6 +79,8 @@ def _fit_parser(sub: argparse._SubParsersAction) -> None:
     fit.add_argument("--offset-hu", type=float, default=0.0,
                      help="add a whole-sample HU offset, uniform in +-this, to half the samples before windowing "
                           "(another scanner's calibration; 0: none)")
+    fit.add_argument("--scanner-augment", action="store_true",
+                     help="also nnU-Net's gamma, sharpening and simulated low resolution (other heads and scanners)")
     fit.add_argument("--balance-lesions", action="store_true",
                      help="2D: draw blood slices bleed by bleed, so small bleeds are seen as often as large ones")
     fit.add_argument("--workers", type=int, default=2, help="data-loader worker processes per rank")

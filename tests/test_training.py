@@ -297,7 +297,7 @@ def test_the_manifest_records_each_folds_own_schedule(dataset: Path, tmp_path: P
     """Folds trained by separate ``fit --fold K`` calls keep their own epochs and HU offset: config.json holds
     only the last."""
     run, common = tmp_path / "run", ["--folds", "2", "--steps-per-epoch", "1", "--batch-size", "2"]
-    assert fit(dataset, run, *common, "--fold", "0", "--epochs", "2", "--offset-hu", "10") == 0
+    assert fit(dataset, run, *common, "--fold", "0", "--epochs", "2", "--offset-hu", "10", "--scanner-augment") == 0
     assert fit(dataset, run, *common, "--fold", "1", "--epochs", "1") == 0
     assert json.loads((run / "config.json").read_text())["training"]["epochs"] == 1
     settings = ["--threshold", "0.5", "--min-component-ml", "0", "--intracranial-share", "0", "--keep-peak", "1",
@@ -306,6 +306,7 @@ def test_the_manifest_records_each_folds_own_schedule(dataset: Path, tmp_path: P
     training = load_manifest(tmp_path / "weights").description["training"]
     assert (training["fold0"]["epochs"], training["fold1"]["epochs"]) == (2, 1)
     assert (training["fold0"]["offset_hu"], training["fold1"]["offset_hu"]) == (10.0, 0.0)
+    assert (training["fold0"]["scanner_augment"], training["fold1"]["scanner_augment"]) == (True, False)
     (run / "fold0" / "training.json").unlink()  # a run from before the per-fold records: config.json's
     assert train.main(["export", "--run", str(run), "--weights", str(tmp_path / "older"), *settings]) == 0
     assert load_manifest(tmp_path / "older").description["training"]["fold0"]["epochs"] == 1
@@ -570,6 +571,31 @@ def test_hu_offset_moves_a_whole_sample(tmp_path: Path, family: str) -> None:
     assert np.abs(moved).max() <= 10.05
     assert 0.3 < np.mean(np.abs(moved) > 0.05) < 0.7
     assert moved.min() < -5.0 and moved.max() > 5.0
+
+
+@pytest.mark.parametrize("family", ["2d", "3d"])
+def test_scanner_augmentation_changes_contrast_and_sharpness_reproducibly(tmp_path: Path, family: str) -> None:
+    """``Augment(scanner=True)`` adds gamma, sharpening and low resolution: with every other change off,
+    some samples differ from the plain ones, and a seed gives the same samples twice. Both families."""
+    rng = np.random.default_rng(0)
+    for kind, array in (("data", rng.normal(30, 20, (12, 64, 64)).astype(np.int16)),
+                        ("label", np.zeros((12, 64, 64), np.uint8))):
+        (tmp_path / "train" / kind).mkdir(parents=True)
+        sitk.WriteImage(sitk.GetImageFromArray(array), str(tmp_path / "train" / kind / "001.nii.gz"))
+    cached = cache_case(find_cases(tmp_path)[0], tmp_path / "cache")
+    plain = Augment(rotate_deg=0.0, affine_prob=0.0, noise_std=0.0, intensity_scale=0.0, intensity_shift=0.0,
+                    noise_hu=0.0)
+
+    def samples(scanner: bool) -> torch.Tensor:
+        augment = Augment(**{**plain.__dict__, "scanner": scanner})
+        ds = SliceDataset([cached], "windows3", (32, 32), length=40, seed=4, augment=augment) if family == "2d" \
+            else PatchDataset([cached], (12, 32, 32), length=40, seed=4, augment=augment)
+        return torch.stack([ds[i]["image"] for i in range(len(ds))])
+
+    without, with_scanner = samples(False), samples(True)
+    changed = (with_scanner - without).abs().flatten(1).amax(dim=1) > 1e-3
+    assert 0.2 < changed.float().mean() < 0.9  # gamma 0.3, sharpening and low resolution 0.15 each
+    torch.testing.assert_close(samples(True), with_scanner)
 
 
 def test_tuning_scores_the_floor_rule_it_is_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -145,6 +145,8 @@ class Augment:
     offset_hu: float = 0.0  # largest whole-sample HU offset (half the samples, uniform in +-offset_hu):
     # scanners differ in calibration by several HU, and a model that judges blood by absolute HU paints a
     # brighter scan's brain (README, "Scanner calibration and noise"); 0 keeps the sample stream unchanged
+    scanner: bool = False  # nnU-Net's gamma, sharpening and simulated low resolution besides MONAI's defaults:
+    # heads and scanners the training cases do not cover differ in contrast, kernel and resolution
     lone_slice: float = 0.1  # share of slice-context inputs (slices3, combined9) shown without their
     # neighbours (replicated, as a one-slice input and a volume's first and last slice give them)
 
@@ -165,6 +167,17 @@ def _augmentations(spatial_dims: int, aug: Augment, keys: list[str]) -> list[mt.
         mt.RandGaussianSmoothd("image", sigma_x=(0.25, 1.0), sigma_y=(0.25, 1.0), sigma_z=(0.25, 1.0), prob=0.15),
         mt.RandScaleIntensityd("image", factors=aug.intensity_scale, prob=0.3),
         mt.RandShiftIntensityd("image", offsets=aug.intensity_shift, prob=0.3),
+        *(_scanner_augmentations(spatial_dims) if aug.scanner else []),
+    ]
+
+
+def _scanner_augmentations(spatial_dims: int) -> list[mt.Transform]:
+    """Contrast (gamma), a sharper kernel and a coarser acquisition, with nnU-Net's probabilities."""
+    return [
+        mt.RandAdjustContrastd("image", prob=0.3, gamma=(0.7, 1.5)),
+        mt.RandGaussianSharpend("image", prob=0.15),
+        mt.RandSimulateLowResolutiond("image", prob=0.15, zoom_range=(0.5, 1.0),
+                                      upsample_mode="bilinear" if spatial_dims == 2 else "trilinear"),
     ]
 
 

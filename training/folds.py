@@ -116,7 +116,7 @@ def prepare(args, info: DistInfo) -> tuple[RunConfig, list[dict], dict[str, Cach
         raise ValueError(f"crop/patch {crop} must be a multiple of the network's shape factor {factor}")
     training = {"epochs": args.epochs, "steps_per_epoch": args.steps_per_epoch, "seed": args.seed,
                 "split_seed": args.split_seed, "augment": not args.no_augment,
-                "offset_hu": _augment(args).offset_hu,
+                "offset_hu": _augment(args).offset_hu, "scanner_augment": _augment(args).scanner,
                 "balance_lesions": getattr(args, "balance_lesions", False),
                 **{k: v for k, v in asdict(loop_config(args, args.family)).items()
                    if k in ("batch_size", "lr", "weight_decay", "optimizer")},
@@ -174,7 +174,8 @@ def _load_stage1(stage1: nn.Module, run: Path, fold: int) -> nn.Module:
 
 def _augment(args) -> Augment:
     """The run's augmentation: MONAI's defaults of :class:`Augment`, or none, and the HU offset asked for."""
-    return Augment(enabled=not args.no_augment, offset_hu=0.0 if args.no_augment else getattr(args, "offset_hu", 0.0))
+    return Augment(enabled=not args.no_augment, offset_hu=0.0 if args.no_augment else getattr(args, "offset_hu", 0.0),
+                   scanner=getattr(args, "scanner_augment", False))
 
 
 def train_fold_2d(args, config: RunConfig, split: dict, cases: dict[str, CachedCase], fold: int,
