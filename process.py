@@ -28,7 +28,7 @@ from model.atomic import atomic_path
 from model.compute import PRECISIONS, path_for_weights
 from model.console import Progress, native_stderr_silenced
 from model.device import DeviceError, select_device
-from model.io import ONE_SLICE_MM, CaseError, LoadedCase
+from model.io import CaseError, LoadedCase
 from model.layouts import DEFAULT_OUTPUT_SLUG, Case, discover_cases, load_case
 from model.outputs import QcRequest, write_case_outputs
 from model.postprocess import postprocess
@@ -94,7 +94,7 @@ def segment(case: Case, loaded: LoadedCase, predictor: EnsemblePredictor, manife
     return {"voxels": voxels, "volume_ml": volume_ml, "fallback": cleaned.fallback, **files,
             "fp32_rechecked_slices": prediction.rechecked, "thin_slices_averaged_to_mm": prediction.slab_mm,
             "hu_shift": prediction.hu_shift,
-            "slice_mm_assumed": ONE_SLICE_MM if loaded.image.GetDimension() == 2 else None,  # a 2D file
+            "slice_mm_assumed": loaded.slice_mm_assumed,
             **review(prediction, manifest.inference)}
 
 

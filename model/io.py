@@ -161,6 +161,11 @@ class LoadedCase:
         """Voxel spacing (mm) in the order of ``hu``'s axes."""
         return self.canonical.GetSpacing()[::-1]
 
+    @property
+    def slice_mm_assumed(self) -> float | None:
+        """The thickness :func:`as_volume` gave a 2D file's slice; None where the file said it."""
+        return ONE_SLICE_MM if self.image.GetDimension() == 2 else None
+
     def mask_image(self, mask: np.ndarray) -> sitk.Image:
         """A uint8 0/1 mask on ``hu``'s grid as an image in the input's storage order and geometry."""
         return mask_image(mask, self.canonical, self.image)

@@ -114,9 +114,10 @@ def prepare(args, info: DistInfo) -> tuple[RunConfig, list[dict], dict[str, Cach
     factor = tuple(int(f) for f in build_network(args.family, CHANNELS[args.input_mode], network).shape_factor())
     if len(crop) != len(factor) or any(c % f for c, f in zip(crop, factor, strict=True)):
         raise ValueError(f"crop/patch {crop} must be a multiple of the network's shape factor {factor}")
+    augment = _augment(args)
     training = {"epochs": args.epochs, "steps_per_epoch": args.steps_per_epoch, "seed": args.seed,
                 "split_seed": args.split_seed, "augment": not args.no_augment,
-                "offset_hu": _augment(args).offset_hu, "scanner_augment": _augment(args).scanner,
+                "offset_hu": augment.offset_hu, "scanner_augment": augment.scanner,
                 "balance_lesions": getattr(args, "balance_lesions", False),
                 **{k: v for k, v in asdict(loop_config(args, args.family)).items()
                    if k in ("batch_size", "lr", "weight_decay", "optimizer")},
