@@ -269,6 +269,30 @@ def test_blood_space_holds_the_brain_of_an_open_skull_and_not_the_scalp():
     assert not inside[:, 32, 61].any() and not inside[:, 61, 32].any()  # scalp beside and behind
 
 
+def test_blood_space_ignores_dense_lines_outside_the_head():
+    """A table or head holder denser than bone at the edge of the field of view, apart from the head,
+    does not stretch the hull over the scalp: a finding in the temporalis beside the skull still goes."""
+    from model.anatomy import blood_space
+
+    shape = (3, 96, 96)
+    _, y, x = np.ogrid[: shape[0], : shape[1], : shape[2]]
+    r = np.broadcast_to(np.hypot(y - 48, x - 48), shape)
+    hu = np.where(r < 34, 55.0, -1000.0)  # scalp and temporalis
+    hu = np.where(r < 28, 1000.0, hu)  # skull
+    hu = np.where(r < 25, 35.0, hu)  # brain
+    hu = hu.astype(np.float32)
+    hu[:, 10:86, 2:4] = 800.0  # a head holder's side bars, 12 voxels from the scalp
+    hu[:, 10:86, 92:94] = 800.0
+    inside = blood_space(hu)
+    assert inside[:, 48, 48].all() and inside[:, 48, 22].all()  # brain and skull
+    assert not inside[:, 48, 16].any() and not inside[:, 48, 3].any()  # temporalis, the bar
+    prob = np.zeros(shape, np.float32)
+    prob[:, 40:56, 14:18] = 0.9  # soft tissue beside the skull
+    prob[:, 44:52, 44:52] = 0.9  # a bleed
+    mask = postprocess(prob, (5.0, 0.5, 0.5), 0.5, PostprocessConfig(intracranial_share=0.5), hu=hu).mask
+    assert mask[:, 44:52, 44:52].all() and not mask[:, :, :20].any()
+
+
 def test_on_bone_below_looks_down_the_slices_as_far_as_seven_and_a_half_mm():
     """Canonical LPS: a lower slice index is lower in the head. Bone in slice 2 is the floor of the
     slices just above it (slice 3 at 5 mm and at 4.4 mm; slices 3–8 at 1.25 mm; 3–5 at 2 mm), never of
