@@ -232,8 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     if any(r.get("subtype") for r in rows):
         print()
         print(subtype_table(rows))
-    if not args.single_slices:  # one slice's folds are no case-level review
-        print()
+    if not args.single_slices and len(load_manifest(args.weights).folds) > 1:  # one slice's folds are no
+        print()  # case-level review, and one fold agrees with itself
         print(review_table(rows))
     seconds = [r["seconds"] for r in rows]
     print(f"{'slices' if args.single_slices else 'cases'}={len(rows)} model_seconds_per_case={np.mean(seconds):.2f} "

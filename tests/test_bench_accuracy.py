@@ -68,11 +68,16 @@ def test_accuracy_table_bins_cases_and_scores_normal_heads(tmp_path: Path, weigh
     assert f"| subdural | 1 | {rows[0]['model_dsc']:.3f} | {rows[0]['rule_dsc']:.3f} |" in printed
     assert "| subarachnoid | 1 |" in printed and "| epidural |" not in printed
     assert "cpu=" in printed and "001: true" in printed  # each case's line is named by its case
+    assert "| flag when fold Dice < |" in printed  # two folds: how their agreement flags cases
     assert all(r["hu_shift"] == 0.0 for r in rows)  # no trained brain range in these weights
     assert accuracy.main(["--data", str(tmp_path / "set"), "--weights", str(weights), "--out", str(out),
                           "--offset-hu", "100"]) == 0
     moved = json.loads(out.read_text())  # blood at 170 HU: outside the rule's 50-90 HU
     assert moved[0]["rule_dsc"] == 0.0 and moved[0]["true_ml"] == rows[0]["true_ml"]
+    capsys.readouterr()
+    one_fold = weights_factory(folds=1, postprocess={"never_empty": False})
+    assert accuracy.main(["--data", str(tmp_path / "set"), "--weights", str(one_fold), "--out", str(out)]) == 0
+    assert "fold Dice" not in capsys.readouterr().out  # one fold agrees with itself: no review table
 
 
 def test_picked_slices_are_the_smallest_median_and_largest_cross_sections():
