@@ -135,7 +135,8 @@ def score_cases(data: Path, subset: str, weights: Path, single_slices: bool = Fa
         ml = voxel_ml(spacing)
         row = {"case": name, "true_ml": round(float(label.sum()) * ml, 3), "seconds": round(seconds, 2),
                "fallback": cleaned.fallback, "hu_shift": prediction.hu_shift,
-               "fold_dice": round(prediction.fold_dice, 4), "fold_max_ml": max(prediction.fold_ml or (0.0,))}
+               "fold_dice": round(prediction.fold_dice, 4), "fold_max_ml": max(prediction.fold_ml or (0.0,)),
+               "folds": len(prediction.fold_voxels)}
         if label.any() and name in subtypes:
             row["subtype"] = subtypes[name]
         for method, mask in masks.items():
@@ -232,8 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     if any(r.get("subtype") for r in rows):
         print()
         print(subtype_table(rows))
-    if not args.single_slices and len(load_manifest(args.weights).folds) > 1:  # one slice's folds are no
-        print()  # case-level review, and one fold agrees with itself
+    # one slice's folds are no case-level review, and one fold agrees with itself
+    if not args.single_slices and max((r["folds"] for r in rows), default=0) > 1:
+        print()
         print(review_table(rows))
     seconds = [r["seconds"] for r in rows]
     print(f"{'slices' if args.single_slices else 'cases'}={len(rows)} model_seconds_per_case={np.mean(seconds):.2f} "
