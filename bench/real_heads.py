@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         hu = np.ascontiguousarray(hu, dtype=np.float32)
         prob = predictor.predict(hu, spacing).prob
         ml = voxel_ml(spacing)
-        inside, floor = blood_space(hu), on_bone_below(hu, spacing[0])  # the filters' spaces, once for both calls
+        # the filters' spaces, once for both calls
+        inside, floor = blood_space(hu, spacing), on_bone_below(hu, spacing[0])
         filtered = postprocess(prob, spacing, manifest.threshold, replace(manifest.postprocess, never_empty=False),
                                inside=inside, floor=floor).mask
         final = postprocess(prob, spacing, manifest.threshold, manifest.postprocess, inside=inside, floor=floor)

@@ -1,10 +1,11 @@
 """From ensemble probability to a 0/1 mask: threshold, drop extracranial and small components, never empty.
 
 - ``intracranial_share``: connected components with less than this share of their voxels inside the
-  skull (per slice, the convex hull of the bone: :func:`model.anatomy.blood_space`) are removed: an
-  intracranial haemorrhage is inside the skull, and scalp and temporalis at 50–70 HU are what an
-  undertrained model paints. Per component, not per voxel: a slice above the vertex or through a
-  thin, sub-300 HU part of the bone has no hull or a small one.
+  skull (per slice, the convex hull of the bone narrowed to the cranial cavity the brain reaches:
+  :func:`model.anatomy.blood_space`) are removed: an intracranial haemorrhage is inside the skull, and
+  scalp, temporalis and masseter at 50–70 HU are what a model paints on a head it has not seen. Per
+  component, not per voxel: a slice above the vertex or through a thin, sub-300 HU part of the bone
+  has no hull or a small one.
 
 - ``max_floor_share``: connected components with more than this share of their voxels directly above
   bone (:func:`model.anatomy.on_bone_below`: the slice below, at the same row and column; in a thin
@@ -193,7 +194,7 @@ def postprocess(prob: np.ndarray, spacing_zyx: tuple[float, float, float], thres
         if inside is None:
             if hu is None:
                 raise ValueError("postprocess: intracranial_share is set but neither hu nor inside was given")
-            inside = blood_space(hu)
+            inside = blood_space(hu, spacing_zyx)
         mask = remove_extracranial(mask, inside, config.intracranial_share)
     if config.max_floor_share < 1.0:
         if floor is None:

@@ -233,7 +233,7 @@ def test_components_outside_the_skull_are_removed_inside_ones_kept():
     prob[1:3, 60:62, 28:36] = 0.9  # the scalp at the bottom edge
     prob[1:3, 8:12, 30:34] = 0.9  # against the inner table: inside the 2 mm reach
     spacing = (5.0, 0.5, 0.5)
-    inside = blood_space(hu)
+    inside = blood_space(hu, spacing)
     assert inside[2, 32, 32] and not inside[2, 61, 32]
     config = PostprocessConfig(intracranial_share=0.5)
     cleaned = postprocess(prob, spacing, 0.5, config, hu=hu).mask
@@ -263,7 +263,7 @@ def test_blood_space_holds_the_brain_of_an_open_skull_and_not_the_scalp():
     hu = np.where(r < 24, 35.0, hu)
     hu = np.where((r >= 24) & (y < 20) & (np.abs(x - 32) < 14), 35.0, hu).astype(np.float32)  # the gap
     spacing = (5.0, 0.5, 0.5)
-    inside = blood_space(hu)
+    inside = blood_space(hu, spacing)
     assert not intracranial(hu, spacing).any()
     assert inside[:, 24:40, 24:40].all() and inside[:, 40:52, 30:34].all()
     assert not inside[:, 32, 61].any() and not inside[:, 61, 32].any()  # scalp beside and behind
@@ -283,7 +283,7 @@ def test_blood_space_ignores_dense_lines_outside_the_head():
     hu = hu.astype(np.float32)
     hu[:, 10:86, 2:4] = 800.0  # a head holder's side bars, 12 voxels from the scalp
     hu[:, 10:86, 92:94] = 800.0
-    inside = blood_space(hu)
+    inside = blood_space(hu, (5.0, 0.5, 0.5))
     assert inside[:, 48, 48].all() and inside[:, 48, 22].all()  # brain and skull
     assert not inside[:, 48, 16].any() and not inside[:, 48, 3].any()  # temporalis, the bar
     prob = np.zeros(shape, np.float32)
@@ -291,6 +291,64 @@ def test_blood_space_ignores_dense_lines_outside_the_head():
     prob[:, 44:52, 44:52] = 0.9  # a bleed
     mask = postprocess(prob, (5.0, 0.5, 0.5), 0.5, PostprocessConfig(intracranial_share=0.5), hu=hu).mask
     assert mask[:, 44:52, 44:52].all() and not mask[:, :, :20].any()
+
+
+def skull_base_head() -> tuple[np.ndarray, tuple[float, float, float]]:
+    """Eight 5 mm slices of 0.5 mm pixels: a closed skull above; below it, the skull base: a smaller
+    brain whose wall has a 1.5 mm gap on the left, to a temporalis that a zygomatic arch puts
+    inside the skull's hull."""
+    shape = (8, 128, 128)
+    _, y, x = np.ogrid[: shape[0], : shape[1], : shape[2]]
+    r = np.broadcast_to(np.hypot(y - 64, x - 64), shape)
+    hu = np.where(r < 52, 55.0, -1000.0)  # scalp
+    hu = np.where(r < 46, 1000.0, hu)  # skull
+    hu = np.where(r < 40, 35.0, hu)  # brain
+    base = hu[:3]
+    base[:] = np.where(r[:3] < 52, -1000.0, base)
+    base[:] = np.where(r[:3] < 34, 1000.0, base)
+    base[:] = np.where(r[:3] < 30, 35.0, base)
+    base[:, 61:64, 30:36] = 40.0  # the gap: thin squama averaged away
+    base[:, 40:88, 8:30] = 55.0  # temporalis
+    base[:, 40:88, 4:8] = 1000.0  # zygomatic arch
+    return hu.astype(np.float32), (5.0, 0.5, 0.5)
+
+
+def test_blood_space_is_the_cavity_the_brain_reaches_not_muscle_inside_the_facial_hull():
+    """The temporalis between the zygomatic arch and the skull base lies inside the hull, and joins the
+    brain only through a thin gap: the cavity leaves it out and keeps the brain of every slice, out to
+    the inner table. The hull alone keeps the muscle's finding."""
+    from model.anatomy import blood_space, cranial_cavity, skull_hull
+
+    hu, spacing = skull_base_head()
+    hull, inside = skull_hull(hu), blood_space(hu, spacing)
+    assert hull[:3, 64, 16].all() and not inside[:3, 64, 16].any()  # temporalis: in the hull, not the cavity
+    assert inside[:3, 64, 64].all() and inside[3:, 64, 64].all()  # the brain, skull base and above
+    assert inside[:3, 64, 93].all() and inside[3:, 64, 103].all()  # against the inner table (r 29, 39)
+    prob = np.zeros(hu.shape, np.float32)
+    prob[:3, 56:72, 12:26] = 0.9  # the muscle
+    prob[1:3, 56:72, 88:94] = 0.9  # a bleed against the inner table at the skull base
+    config = PostprocessConfig(intracranial_share=0.5)
+    mask = postprocess(prob, spacing, 0.5, config, hu=hu).mask
+    assert mask[1:3, 56:72, 88:94].all() and not mask[:, :, :30].any()
+    assert postprocess(prob, spacing, 0.5, config, inside=hull).mask[:3, 56:72, 12:26].all()
+    assert cranial_cavity(hu[:2], spacing, hull[:2]) is None  # two slices: islands, nothing to follow
+    open_skull = np.where(hu > 300, 35.0, hu).astype(np.float32)
+    open_skull[:, 60:68] = np.where(hu[:, 60:68] > 300, 1000.0, 35.0)  # no slice closed around the brain
+    assert cranial_cavity(open_skull, spacing, skull_hull(open_skull)) is None
+
+
+def test_fill_holes_fills_each_slice_as_scipy_does_and_never_across_slices():
+    from scipy import ndimage
+
+    from model.anatomy import fill_holes
+
+    masks = np.random.default_rng(3).random((6, 4, 30, 40)) > 0.45
+    for mask in masks:
+        np.testing.assert_array_equal(fill_holes(mask), np.stack([ndimage.binary_fill_holes(s) for s in mask]))
+    ring = np.zeros((3, 9, 9), dtype=bool)
+    ring[1, 2:7, 2:7] = True
+    ring[1, 3:6, 3:6] = False  # a hole, open to the empty slices above and below: each slice is filled alone
+    assert fill_holes(ring)[1, 4, 4] and not fill_holes(ring)[[0, 2]].any()
 
 
 def test_on_bone_below_looks_down_the_slices_as_far_as_seven_and_a_half_mm():

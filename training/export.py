@@ -258,7 +258,7 @@ def tune_out_of_fold(cases: Iterable[tuple[CachedCase, list[nn.Module]]], config
     for case, models in cases:
         label = np.asarray(case.label())
         hu = np.asarray(case.hu(), dtype=np.float32)
-        inside = blood_space(hu)
+        inside = blood_space(hu, case.spacing_zyx)
         floor = on_bone_below(hu, case.spacing_zyx[0]) if max_floor_share < 1.0 else None
         intracranial = inside.reshape(len(inside), -1).any(axis=1)
         probs = {}
