@@ -111,16 +111,20 @@ def cranial_cavity(hu: np.ndarray, spacing_zyx: tuple[float, float, float], hull
     closed = intracranial(hu[box], spacing_zyx)
     area = closed.sum(axis=(1, 2))
     seeds = closed & (area >= SEED_SHARE * area.max())[:, None, None]
-    core = np.stack([_within(section, spacing_zyx, inner=True) for section in soft])
-    labels, _ = ndimage.label(core)  # faces only: slices join where they overlap
-    brain = np.unique(labels[seeds & core])
-    brain = brain[brain > 0]
-    if not len(brain):
+    core = _joined(np.stack([_within(section, spacing_zyx, inner=True) for section in soft]), seeds)
+    if not core.any():
         return None
-    core = np.isin(labels, brain)
     cavity = np.zeros_like(hull)
     cavity[box] = fill_holes(np.stack([_within(section, spacing_zyx, inner=False) for section in core]) & soft)
     return cavity & hull
+
+
+def _joined(mask: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+    """The connected components of ``mask`` (faces only: slices join where they overlap) that hold a
+    seed; its own function so that the labels, 4 bytes a voxel, are freed before the next step."""
+    labels, _ = ndimage.label(mask)
+    joined = np.unique(labels[seeds & mask])
+    return np.isin(labels, joined[joined > 0])
 
 
 def fill_holes(mask: np.ndarray) -> np.ndarray:
