@@ -22,6 +22,7 @@ from model.postprocess import PostprocessConfig, most_probable_region, postproce
 from model.spacing import voxel_ml
 from model.weights import Manifest, load_manifest, load_models
 from model.windowing import window_slices
+from tests.skull_base import skull_base_head
 from training import data as training_data
 from training import export as export_module
 from training.data import (
@@ -620,3 +621,30 @@ def test_tuning_scores_the_floor_rule_it_is_given(tmp_path: Path, monkeypatch: p
         return tuning["oof_score"]
 
     assert best(0.5) == 1.0 and best(1.0) == 0.0
+
+
+def test_tuning_scores_one_slice_inputs_with_the_space_they_get(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A slice run alone has no cavity to follow (:func:`model.anatomy.cranial_cavity` needs three slices):
+    its filter keeps a finding in the temporalis that the volume's cavity removes. Export's one-slice
+    scores must see that finding as inference on that slice alone would, not the volume's cavity."""
+    hu, spacing = skull_base_head()
+    label = np.zeros(hu.shape, dtype=np.uint8)
+    label[4:6, 60:70, 60:70] = 1  # a bleed in the brain, found
+    finding = label.astype(np.float32)
+    finding[:3, 56:72, 12:26] = 1.0  # and the muscle of the three skull-base slices, 0.28 mL in each
+    config_alone = PostprocessConfig(intracranial_share=0.5, single_slice_min_component_ml=0.0)
+    alone = [postprocess(finding[z:z + 1], spacing, 0.5, config_alone, hu=hu[z:z + 1]).mask for z in range(3)]
+    assert all(mask.any() for mask in alone)  # inference, one slice at a time, keeps it
+    assert not postprocess(finding, spacing, 0.5, config_alone, hu=hu).mask[:3].any()  # the volume does not
+    np.save(tmp_path / "hu.npy", hu)
+    np.save(tmp_path / "label.npy", label)
+    case = CachedCase("001", tmp_path / "hu.npy", tmp_path / "label.npy", spacing, (), tuple(range(8)))
+    monkeypatch.setattr(export_module, "predict_case", lambda models, manifest, case, device: finding)
+    config = {"family": "segresnet2d", "input_mode": "windows3", "network": {"init_filters": 8},
+              "inference": {"spacing_zyx": [None, 0.5, 0.5]}}
+    tuning = export_module.tune_out_of_fold([(case, [])], config, 0.5, torch.device("cpu"), (32,),
+                                            intracranial_share=0.5)
+    assert tuning["oof_score"] == 1.0  # the volume: the bleed, and the muscle gone
+    # one-slice inputs: the bleed's two slices 1.0; of the six without blood, three painted: (1 + 3 / 6) / 2
+    assert tuning["single_slice_oof_dice"]["0.0"] == pytest.approx(0.75)

@@ -33,7 +33,7 @@ import torch
 from scipy import ndimage
 from torch import nn
 
-from model.anatomy import blood_space, on_bone_below
+from model.anatomy import blood_space, on_bone_below, skull_hull
 from model.calibration import brain_level
 from model.compute import ComputePath, choose_path, cpu_flags, cpu_has_native_bf16, cpu_model
 from model.families import family
@@ -260,7 +260,8 @@ def tune_out_of_fold(cases: Iterable[tuple[CachedCase, list[nn.Module]]], config
         hu = np.asarray(case.hu(), dtype=np.float32)
         inside = blood_space(hu, case.spacing_zyx)
         floor = on_bone_below(hu, case.spacing_zyx[0]) if max_floor_share < 1.0 else None
-        intracranial = inside.reshape(len(inside), -1).any(axis=1)
+        hull = skull_hull(hu) if one_slice else inside  # a one-slice input's space: no cavity to follow
+        intracranial = hull.reshape(len(hull), -1).any(axis=1)
         probs = {}
         for margin in runs:
             inference = {**config["inference"], "crop_margin": margin}
@@ -269,7 +270,7 @@ def tune_out_of_fold(cases: Iterable[tuple[CachedCase, list[nn.Module]]], config
             cap = PostprocessConfig().fallback_max_ml
             fallbacks = {on: fallback_region(prob, case.spacing_zyx, cap, inside if on else None)
                          for on in (False, True)}  # the filter on or off, as postprocess does
-            slice_fallbacks = {on: _slice_fallbacks(prob, label, case.spacing_zyx, inside if on else None)
+            slice_fallbacks = {on: _slice_fallbacks(prob, label, case.spacing_zyx, hull if on else None)
                                for on in (False, True)} if one_slice else {}
             for t in thresholds:
                 for share in shares:
@@ -282,7 +283,8 @@ def tune_out_of_fold(cases: Iterable[tuple[CachedCase, list[nn.Module]]], config
                     for rule, value in zip(small, values, strict=True):
                         scores[margin][t, share, *rule].append(value)
                     if one_slice:
-                        by_rule = _single_slice_scores(prob, mask, label, case.spacing_zyx, intracranial,
+                        slice_mask = remove_extracranial(prob >= t, hull, share) if share > 0 else prob >= t
+                        by_rule = _single_slice_scores(prob, slice_mask, label, case.spacing_zyx, intracranial,
                                                        slice_fallbacks[share > 0], small)
                         for rule, (positives, negatives) in by_rule.items():
                             slice_scores[margin][t, share, *rule][0].extend(positives)
