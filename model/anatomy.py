@@ -27,6 +27,7 @@ CLOSE_MM = 2.0
 WALL_HU = 200.0  # the cavity's walls: bone, and thin bone a 5 mm slab averages down to 200–300 HU
 SOFT_HU = -30.0  # air and fat are walls too: blood, brain and CSF lie above this
 NARROW_MM = 6.0  # passages narrower than twice this between brain and soft tissue outside are cut
+FILL_SLICES = 16  # slices filled at once by fill_holes
 SEED_SHARE = 0.3  # slices whose closed skull holds at least this share of the largest one seed the cavity
 FLOOR_MM = 7.5  # slices whose centre lies this far below a voxel are its floor: a 5 mm slab's far edge
 
@@ -129,14 +130,17 @@ def _joined(mask: np.ndarray, seeds: np.ndarray) -> np.ndarray:
 
 def fill_holes(mask: np.ndarray) -> np.ndarray:
     """(Z, Y, X) bool: each slice of ``mask`` with its holes filled, as :func:`scipy.ndimage.binary_fill_holes`
-    does per slice (the background 4-connected to the slice's edge stays), but by one labelling of the
+    does per slice (the background 4-connected to the slice's edge stays), but by labelling the
     background, where that propagates from the edge pixel by pixel: 0.2 s against 0.5 s for a 512² × 38
-    case on the 2-core Xeon."""
+    case on the 2-core Xeon. ``FILL_SLICES`` slices at a time, so the labels (4 bytes a voxel) stay small."""
     section_cross = np.zeros((3, 3, 3), dtype=bool)
     section_cross[1] = ndimage.generate_binary_structure(2, 1)
-    labels, _ = ndimage.label(~mask, section_cross)
-    edge = np.unique(np.concatenate([labels[:, 0], labels[:, -1], labels[:, :, 0], labels[:, :, -1]], axis=None))
-    return ~np.isin(labels, edge[edge > 0])
+    filled = np.empty_like(mask, dtype=bool)
+    for start in range(0, len(mask), FILL_SLICES):
+        labels, _ = ndimage.label(~mask[start:start + FILL_SLICES], section_cross)
+        edge = np.unique(np.concatenate([labels[:, 0], labels[:, -1], labels[:, :, 0], labels[:, :, -1]], axis=None))
+        filled[start:start + FILL_SLICES] = ~np.isin(labels, edge[edge > 0])
+    return filled
 
 
 def _within(section: np.ndarray, spacing_zyx: tuple[float, float, float], inner: bool) -> np.ndarray:

@@ -323,7 +323,8 @@ def test_fill_holes_fills_each_slice_as_scipy_does_and_never_across_slices():
 
     from model.anatomy import fill_holes
 
-    masks = np.random.default_rng(3).random((6, 4, 30, 40)) > 0.45
+    masks = list(np.random.default_rng(3).random((6, 4, 30, 40)) > 0.45)
+    masks.append(np.random.default_rng(4).random((37, 20, 20)) > 0.45)  # over two chunks of slices
     for mask in masks:
         np.testing.assert_array_equal(fill_holes(mask), np.stack([ndimage.binary_fill_holes(s) for s in mask]))
     ring = np.zeros((3, 9, 9), dtype=bool)
