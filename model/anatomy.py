@@ -47,16 +47,18 @@ def intracranial(hu: np.ndarray, spacing_zyx: tuple[float, float, float], cleara
     return inside
 
 
-def blood_space(hu: np.ndarray, spacing_zyx: tuple[float, float, float]) -> np.ndarray:
+def blood_space(hu: np.ndarray, spacing_zyx: tuple[float, float, float],
+                hull: np.ndarray | None = None) -> np.ndarray:
     """(Z, Y, X) bool: where post-processing's extracranial filter lets a finding be: the skull's hull
-    (:func:`skull_hull`) narrowed to the cranial cavity (:func:`cranial_cavity`) where one is found.
+    (:func:`skull_hull`; ``hull`` when the caller has it already) narrowed to the cranial cavity
+    (:func:`cranial_cavity`) where one is found.
 
     The hull holds the facial skeleton too: in the skull-base slices the temporalis and masseter
     between the zygomatic arches, and the soft tissue among the facial bones, lie inside it. A fold
     that had never seen a head painted 5 mL there on its normal heads; the cavity left 2 mL
     (docs/training.md, "The cranial cavity").
     """
-    hull = skull_hull(hu)
+    hull = skull_hull(hu) if hull is None else hull
     cavity = cranial_cavity(hu, spacing_zyx, hull)
     return hull if cavity is None else cavity
 

@@ -258,9 +258,9 @@ def tune_out_of_fold(cases: Iterable[tuple[CachedCase, list[nn.Module]]], config
     for case, models in cases:
         label = np.asarray(case.label())
         hu = np.asarray(case.hu(), dtype=np.float32)
-        inside = blood_space(hu, case.spacing_zyx)
+        hull = skull_hull(hu)  # a one-slice input's space: no cavity to follow
+        inside = blood_space(hu, case.spacing_zyx, hull)
         floor = on_bone_below(hu, case.spacing_zyx[0]) if max_floor_share < 1.0 else None
-        hull = skull_hull(hu) if one_slice else inside  # a one-slice input's space: no cavity to follow
         intracranial = hull.reshape(len(hull), -1).any(axis=1)
         probs = {}
         for margin in runs:
@@ -273,17 +273,16 @@ def tune_out_of_fold(cases: Iterable[tuple[CachedCase, list[nn.Module]]], config
             slice_fallbacks = {on: _slice_fallbacks(prob, label, case.spacing_zyx, hull if on else None)
                                for on in (False, True)} if one_slice else {}
             for t in thresholds:
+                above = prob >= t
                 for share in shares:
-                    mask = prob >= t
-                    if share > 0:
-                        mask = remove_extracranial(mask, inside, share)
+                    mask = remove_extracranial(above, inside, share) if share > 0 else above
                     volume_mask = mask if floor is None else remove_on_floor(mask, floor, max_floor_share)
                     values = _component_scores(prob, volume_mask, label, case.spacing_zyx, fallbacks[share > 0],
                                                small)
                     for rule, value in zip(small, values, strict=True):
                         scores[margin][t, share, *rule].append(value)
                     if one_slice:
-                        slice_mask = remove_extracranial(prob >= t, hull, share) if share > 0 else prob >= t
+                        slice_mask = remove_extracranial(above, hull, share) if share > 0 else above
                         by_rule = _single_slice_scores(prob, slice_mask, label, case.spacing_zyx, intracranial,
                                                        slice_fallbacks[share > 0], small)
                         for rule, (positives, negatives) in by_rule.items():
