@@ -94,7 +94,7 @@ def segment(case: Case, loaded: LoadedCase, predictor: EnsemblePredictor, manife
     return {"voxels": voxels, "volume_ml": volume_ml, "fallback": cleaned.fallback, **files,
             "fp32_rechecked_slices": prediction.rechecked, "thin_slices_averaged_to_mm": prediction.slab_mm,
             "hu_shift": prediction.hu_shift,
-            "slice_mm_assumed": loaded.slice_mm_assumed,
+            "slice_mm_assumed": loaded.slice_mm_assumed, "gantry_tilt_deg": loaded.gantry_tilt_deg,
             **review(prediction, manifest.inference)}
 
 

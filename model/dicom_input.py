@@ -5,8 +5,9 @@ Hospitals export series, not volumes. A folder may hold one series, several seri
 or a tree of them (patient/study/series); the series are told apart by SeriesInstanceUID, never by
 folder or file name. Slices are ordered by their position along the slice normal (file names carry
 no order), and the series is refused, with one line naming it and the problem, whenever a regular
-3D grid would misplace the mask: missing slices, mixed orientations, a tilted gantry, a localizer,
-a non-CT modality, or pixel data no installed decoder can read.
+3D grid would misplace the mask: missing slices, mixed orientations, a localizer, a non-CT modality,
+or pixel data no installed decoder can read. A tilted gantry's series is put on an orthogonal grid
+(:mod:`model.gantry_tilt`).
 
 Pixel data are decoded by pydicom (uncompressed, RLE, JPEG baseline/extended, JPEG 2000 through
 Pillow, JPEG-LS through pyjpegls); syntaxes pydicom has no decoder for here (notably JPEG lossless,
@@ -31,6 +32,7 @@ import SimpleITK as sitk
 from pydicom.dataset import Dataset
 from pydicom.pixels import get_decoder
 
+from model.gantry_tilt import TILT_METADATA, Tilt, fit_tilt
 from model.io import MAX_VOXELS, CaseError
 from model.layouts import Case
 
@@ -48,12 +50,14 @@ SHEAR_TOLERANCE_PIXELS = 0.5  # in-plane drift of the slice origins above this i
 
 @dataclass(frozen=True)
 class SeriesGeometry:
-    """How sorted slices make one regular grid: order of the files, origin, axes and spacing."""
+    """How sorted slices make one regular grid: order of the files, first slice's origin, axes, spacing,
+    and the gantry's tilt (None for an orthogonal stack)."""
 
     order: tuple[int, ...]
     origin: tuple[float, float, float]
     direction: tuple[float, ...]  # SimpleITK's row-major 3 × 3, columns = row, column, normal
-    spacing: tuple[float, float, float]  # x (along a row), y (down a column), z (between slices)
+    spacing: tuple[float, float, float]  # x (along a row), y (down a column), z (between slice planes)
+    tilt: Tilt | None = None
 
 
 def is_dicom_file(path: Path) -> bool:
@@ -204,9 +208,9 @@ def _check_kind(datasets: list[Dataset], label: str) -> None:
 def series_geometry(datasets: list[Dataset], label: str) -> SeriesGeometry:
     """Sort the slices along their normal and check that they make one regular, orthogonal grid.
 
-    Refuses mixed orientations, duplicate positions, a tilted gantry (slice origins drifting
-    in-plane: the grid would be sheared, which NIfTI cannot hold) and uneven spacing (missing
-    slices, or several spacings in one series). A lone slice is a volume of one, its SliceThickness thick.
+    Refuses mixed orientations, duplicate positions, uneven spacing (missing slices, or several
+    spacings in one series) and slice origins that drift in-plane irregularly. A steady drift is a
+    tilted gantry, returned as ``tilt``. A lone slice is a volume of one, its SliceThickness thick.
     """
     _check_kind(datasets, label)
     orientations = np.array([_vector(ds, "ImageOrientationPatient", 6, label) for ds in datasets])
@@ -228,12 +232,21 @@ def series_geometry(datasets: list[Dataset], label: str) -> SeriesGeometry:
     order = np.argsort(along, kind="stable")
     positions, along = positions[order], along[order]
     pixel_spacing = [float(v) for v in datasets[0].PixelSpacing]  # (between rows, between columns)
-    step = _one_slice_thickness(datasets[0], label) if len(datasets) == 1 else _regular_step(
-        positions, along, normal, min(pixel_spacing), label)
+    tilt = None
+    if len(datasets) == 1:
+        step = _one_slice_thickness(datasets[0], label)
+    else:
+        step = _regular_step(along, label)
+        offsets = positions - positions[0]
+        try:
+            tilt = fit_tilt(offsets @ np.stack([row, column], axis=1), along, (pixel_spacing[1], pixel_spacing[0]),
+                            step, SHEAR_TOLERANCE_PIXELS)
+        except ValueError as err:
+            raise CaseError(f"{label}: {err}; refused") from None
     direction = np.stack([row, column, normal], axis=1)  # columns: the image's x, y, z axes
     return SeriesGeometry(order=tuple(int(i) for i in order), origin=tuple(float(v) for v in positions[0]),
                           direction=tuple(float(v) for v in direction.ravel()),
-                          spacing=(pixel_spacing[1], pixel_spacing[0], step))
+                          spacing=(pixel_spacing[1], pixel_spacing[0], step), tilt=tilt)
 
 
 def _one_slice_thickness(ds: Dataset, label: str) -> float:
@@ -245,20 +258,12 @@ def _one_slice_thickness(ds: Dataset, label: str) -> float:
     return thickness
 
 
-def _regular_step(positions: np.ndarray, along: np.ndarray, normal: np.ndarray, pixel: float, label: str
-                  ) -> float:
-    """The spacing of slices sorted along their normal, refused unless they make one regular, unsheared grid."""
+def _regular_step(along: np.ndarray, label: str) -> float:
+    """The spacing of slices sorted along their normal, refused unless they lie on one regular grid."""
     gaps = np.diff(along)
     if gaps.min() < POSITION_TOLERANCE_MM:
         raise CaseError(f"{label}: {int((gaps < POSITION_TOLERANCE_MM).sum()) + 1} slices share a position "
                         "(duplicates, or several acquisitions in one series); refused")
-    offsets = positions - positions[0]
-    drift = np.linalg.norm(offsets - np.outer(offsets @ normal, normal), axis=1)
-    if drift.max() > SHEAR_TOLERANCE_PIXELS * pixel:
-        angle = float(np.degrees(np.arctan2(drift[-1], along[-1] - along[0])))
-        raise CaseError(f"{label}: tilted gantry (slice origins drift {drift.max():.1f} mm in-plane, stacked "
-                        f"{angle:.1f}° off their normal); not supported: resample the series to an orthogonal "
-                        "grid first")
     step = float((along[-1] - along[0]) / (len(along) - 1))
     off_grid = np.abs(along - (along[0] + step * np.arange(len(along))))
     if off_grid.max() > max(POSITION_TOLERANCE_MM, 0.02 * step):
@@ -281,11 +286,12 @@ def _malformed(label: str) -> Iterator[None]:
         raise CaseError(f"{label}: malformed DICOM header ({type(err).__name__}: {reason})") from None
 
 
-def sorted_headers(case: Case, label: str) -> list[Dataset]:
-    """The series' headers (no pixel data) in the order of the image's slices."""
+def sorted_headers(case: Case, label: str) -> tuple[list[Dataset], SeriesGeometry]:
+    """The series' headers (no pixel data) in the order of the image's slices, and its geometry."""
     datasets = _read_headers(case.series, label, pixels=False)
     with _malformed(label):
-        return [datasets[i] for i in series_geometry(datasets, label).order]
+        geometry = series_geometry(datasets, label)
+        return [datasets[i] for i in geometry.order], geometry
 
 
 def _slice_hu(ds: Dataset, path: Path, label: str) -> np.ndarray:
@@ -316,13 +322,26 @@ def _slice_hu(ds: Dataset, path: Path, label: str) -> np.ndarray:
 
 
 def read_series(case: Case, label: str) -> sitk.Image:
-    """Read, check and sort a series into one float32 HU image with the series' geometry."""
+    """Read, check and sort a series into one float32 HU image with the series' geometry.
+
+    A tilted gantry's slices are moved onto an orthogonal grid (:class:`model.gantry_tilt.Tilt`), air
+    (or the scanner's padding, if lower) where none was acquired; the image's metadata
+    :data:`TILT_METADATA` then holds the angle.
+    """
     datasets = _read_headers(case.series, label, pixels=True)
     with _malformed(label):
         geometry = series_geometry(datasets, label)
         volume = np.stack([_slice_hu(datasets[i], case.series[i], label) for i in geometry.order])
+    origin = np.asarray(geometry.origin)
+    if geometry.tilt is not None:
+        volume = geometry.tilt.to_orthogonal(volume, fill=min(float(volume.min()), -1024.0))
+        axes = np.asarray(geometry.direction).reshape(3, 3)
+        x0, y0 = geometry.tilt.corner
+        origin = origin + axes[:, 0] * x0 * geometry.spacing[0] + axes[:, 1] * y0 * geometry.spacing[1]
     image = sitk.GetImageFromArray(volume)
-    image.SetOrigin(geometry.origin)
+    image.SetOrigin(tuple(float(v) for v in origin))
     image.SetDirection(geometry.direction)
     image.SetSpacing(geometry.spacing)
+    if geometry.tilt is not None:
+        image.SetMetaData(TILT_METADATA, f"{geometry.tilt.angle_deg:.2f}")
     return image

@@ -77,11 +77,16 @@ def segmentation_for_case(case: Case, mask: sitk.Image, manifest: Manifest) -> h
     """The SEG of a DICOM case's mask, given in the series' own geometry (as written to NIfTI).
 
     The mask's slices are in the order :func:`model.dicom_input.read_series` stacked the files, which
-    :func:`model.dicom_input.sorted_headers` reproduces, so frame i references source slice i.
+    :func:`model.dicom_input.sorted_headers` reproduces, so frame i references source slice i. A tilted
+    gantry's mask, on the orthogonal grid, is moved back onto the acquired slices first.
     """
+    sources, geometry = sorted_headers(case, series_label(case))
+    array = sitk.GetArrayFromImage(mask)
+    if geometry.tilt is not None:
+        array = geometry.tilt.to_slices(array, int(sources[0].Rows), int(sources[0].Columns))
     with warnings.catch_warnings():  # highdicom's advice on the source's own values (a one-part PatientName)
         warnings.simplefilter("ignore", UserWarning)
-        return build_segmentation(sitk.GetArrayFromImage(mask), sorted_headers(case, series_label(case)), manifest)
+        return build_segmentation(array, sources, manifest)
 
 
 def write_dataset_atomic(dataset: Dataset, path: Path) -> None:

@@ -17,6 +17,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from model.atomic import atomic_path
+from model.gantry_tilt import TILT_METADATA
 
 CANONICAL = "LPS"
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".nrrd")  # CT and mask files, wherever the project reads them
@@ -165,6 +166,11 @@ class LoadedCase:
     def slice_mm_assumed(self) -> float | None:
         """The thickness :func:`as_volume` gave a 2D file's slice; None where the file said it."""
         return ONE_SLICE_MM if self.image.GetDimension() == 2 else None
+
+    @property
+    def gantry_tilt_deg(self) -> float | None:
+        """The tilt of a DICOM series resampled onto an orthogonal grid (:mod:`model.gantry_tilt`); else None."""
+        return float(self.image.GetMetaData(TILT_METADATA)) if self.image.HasMetaDataKey(TILT_METADATA) else None
 
     def mask_image(self, mask: np.ndarray) -> sitk.Image:
         """A uint8 0/1 mask on ``hu``'s grid as an image in the input's storage order and geometry."""
