@@ -243,6 +243,12 @@ def series_geometry(datasets: list[Dataset], label: str) -> SeriesGeometry:
                             step, SHEAR_TOLERANCE_PIXELS)
         except ValueError as err:
             raise CaseError(f"{label}: {err}; refused") from None
+        if tilt is not None:
+            grid = tilt.grid_shape(int(datasets[0].Rows), int(datasets[0].Columns))
+            if grid[0] * grid[1] * len(datasets) > MAX_VOXELS:
+                raise CaseError(f"{label}: the orthogonal grid of this {tilt.angle_deg:.1f}° tilted gantry, "
+                                f"{len(datasets)} × {grid[0]} × {grid[1]}, is more than the {MAX_VOXELS:,} voxels "
+                                "this container handles")
     direction = np.stack([row, column, normal], axis=1)  # columns: the image's x, y, z axes
     return SeriesGeometry(order=tuple(int(i) for i in order), origin=tuple(float(v) for v in positions[0]),
                           direction=tuple(float(v) for v in direction.ravel()),

@@ -180,6 +180,14 @@ def test_a_tilted_gantry_is_segmented_on_an_orthogonal_grid_and_its_seg_on_the_a
     np.testing.assert_array_equal(pixels, EXPECTED)
 
 
+def test_a_tilt_whose_orthogonal_grid_is_too_large_is_refused_in_one_line(tmp_path, monkeypatch):
+    write_series(tmp_path / "s", HU, tilt_mm=TILT_PX * 0.45)
+    (case,) = discover_cases(tmp_path, tmp_path / "out")
+    monkeypatch.setattr("model.dicom_input.MAX_VOXELS", HU.size + 100)  # the acquired slices fit, the grid not
+    with pytest.raises(CaseError, match=r"orthogonal grid of this 19\.8° tilted gantry, 6 × 84 × 64"):
+        load_case(case)
+
+
 def test_qc_picture_is_written_for_the_good_series(dicom_run):
     _, records, _ = dicom_run
     with Image.open(records["good"]["qc"]) as picture:
