@@ -95,6 +95,7 @@ def segment(case: Case, loaded: LoadedCase, predictor: EnsemblePredictor, manife
             "fp32_rechecked_slices": prediction.rechecked, "thin_slices_averaged_to_mm": prediction.slab_mm,
             "hu_shift": prediction.hu_shift,
             "slice_mm_assumed": loaded.slice_mm_assumed, "gantry_tilt_deg": loaded.gantry_tilt_deg,
+            "slice_spacings_mm": loaded.slice_spacings_mm,
             **review(prediction, manifest.inference)}
 
 

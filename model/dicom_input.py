@@ -7,7 +7,8 @@ folder or file name. Slices are ordered by their position along the slice normal
 no order), and the series is refused, with one line naming it and the problem, whenever a regular
 3D grid would misplace the mask: missing slices, mixed orientations, a localizer, a non-CT modality,
 or pixel data no installed decoder can read. A tilted gantry's series is put on an orthogonal grid
-(:mod:`model.gantry_tilt`).
+(:mod:`model.gantry_tilt`), and one reconstructed at several slice spacings on a regular one
+(:mod:`model.slice_spacing`).
 
 Pixel data are decoded by pydicom (uncompressed, RLE, JPEG baseline/extended, JPEG 2000 through
 Pillow, JPEG-LS through pyjpegls); syntaxes pydicom has no decoder for here (notably JPEG lossless,
@@ -35,6 +36,7 @@ from pydicom.pixels import get_decoder
 from model.gantry_tilt import TILT_METADATA, Tilt, fit_tilt
 from model.io import MAX_VOXELS, CaseError
 from model.layouts import Case
+from model.slice_spacing import RESTACK_METADATA, Restack, fit_restack
 
 # pydicom checks every value it reads lazily against its VR and warns on each bad one (a damaged file
 # prints dozens of lines). A series is judged here by the checks below, each refusing in one line.
@@ -51,13 +53,15 @@ SHEAR_TOLERANCE_PIXELS = 0.5  # in-plane drift of the slice origins above this i
 @dataclass(frozen=True)
 class SeriesGeometry:
     """How sorted slices make one regular grid: order of the files, first slice's origin, axes, spacing,
-    and the gantry's tilt (None for an orthogonal stack)."""
+    the gantry's tilt (None for an orthogonal stack) and the restacking of several slice spacings
+    (None for one)."""
 
     order: tuple[int, ...]
     origin: tuple[float, float, float]
     direction: tuple[float, ...]  # SimpleITK's row-major 3 × 3, columns = row, column, normal
     spacing: tuple[float, float, float]  # x (along a row), y (down a column), z (between slice planes)
     tilt: Tilt | None = None
+    restack: Restack | None = None
 
 
 def is_dicom_file(path: Path) -> bool:
@@ -208,9 +212,10 @@ def _check_kind(datasets: list[Dataset], label: str) -> None:
 def series_geometry(datasets: list[Dataset], label: str) -> SeriesGeometry:
     """Sort the slices along their normal and check that they make one regular, orthogonal grid.
 
-    Refuses mixed orientations, duplicate positions, uneven spacing (missing slices, or several
-    spacings in one series) and slice origins that drift in-plane irregularly. A steady drift is a
-    tilted gantry, returned as ``tilt``. A lone slice is a volume of one, its SliceThickness thick.
+    Refuses mixed orientations, duplicate positions, uneven spacing (missing slices) and slice
+    origins that drift in-plane irregularly. A steady drift is a tilted gantry, returned as ``tilt``;
+    runs of regular slices at several spacings are returned as ``restack``. A lone slice is a volume
+    of one, its SliceThickness thick.
     """
     _check_kind(datasets, label)
     orientations = np.array([_vector(ds, "ImageOrientationPatient", 6, label) for ds in datasets])
@@ -232,27 +237,27 @@ def series_geometry(datasets: list[Dataset], label: str) -> SeriesGeometry:
     order = np.argsort(along, kind="stable")
     positions, along = positions[order], along[order]
     pixel_spacing = [float(v) for v in datasets[0].PixelSpacing]  # (between rows, between columns)
-    tilt = None
+    tilt = restack = None
+    rows, columns = int(datasets[0].Rows), int(datasets[0].Columns)
     if len(datasets) == 1:
         step = _one_slice_thickness(datasets[0], label)
     else:
-        step = _regular_step(along, label)
+        step, restack = _slice_step(along, label)
         offsets = positions - positions[0]
         try:
             tilt = fit_tilt(offsets @ np.stack([row, column], axis=1), along, (pixel_spacing[1], pixel_spacing[0]),
-                            step, SHEAR_TOLERANCE_PIXELS)
+                            SHEAR_TOLERANCE_PIXELS)
         except ValueError as err:
             raise CaseError(f"{label}: {err}; refused") from None
-        if tilt is not None:
-            grid = tilt.grid_shape(int(datasets[0].Rows), int(datasets[0].Columns))
-            if grid[0] * grid[1] * len(datasets) > MAX_VOXELS:
-                raise CaseError(f"{label}: the orthogonal grid of this {tilt.angle_deg:.1f}° tilted gantry, "
-                                f"{len(datasets)} × {grid[0]} × {grid[1]}, is more than the {MAX_VOXELS:,} voxels "
-                                "this container handles")
+    planes = restack.planes if restack else len(datasets)
+    grid = tilt.grid_shape(rows, columns) if tilt else (rows, columns)
+    if planes * grid[0] * grid[1] > MAX_VOXELS:
+        raise CaseError(f"{label}: on one regular, orthogonal grid this series is {planes} × {grid[0]} × {grid[1]}, "
+                        f"more than the {MAX_VOXELS:,} voxels this container handles")
     direction = np.stack([row, column, normal], axis=1)  # columns: the image's x, y, z axes
     return SeriesGeometry(order=tuple(int(i) for i in order), origin=tuple(float(v) for v in positions[0]),
                           direction=tuple(float(v) for v in direction.ravel()),
-                          spacing=(pixel_spacing[1], pixel_spacing[0], step), tilt=tilt)
+                          spacing=(pixel_spacing[1], pixel_spacing[0], step), tilt=tilt, restack=restack)
 
 
 def _one_slice_thickness(ds: Dataset, label: str) -> float:
@@ -264,18 +269,18 @@ def _one_slice_thickness(ds: Dataset, label: str) -> float:
     return thickness
 
 
-def _regular_step(along: np.ndarray, label: str) -> float:
-    """The spacing of slices sorted along their normal, refused unless they lie on one regular grid."""
+def _slice_step(along: np.ndarray, label: str) -> tuple[float, Restack | None]:
+    """The spacing of slices sorted along their normal, and how runs of several spacings are put on one
+    grid (None for one regular spacing); refused unless the slices make such runs."""
     gaps = np.diff(along)
     if gaps.min() < POSITION_TOLERANCE_MM:
         raise CaseError(f"{label}: {int((gaps < POSITION_TOLERANCE_MM).sum()) + 1} slices share a position "
                         "(duplicates, or several acquisitions in one series); refused")
-    step = float((along[-1] - along[0]) / (len(along) - 1))
-    off_grid = np.abs(along - (along[0] + step * np.arange(len(along))))
-    if off_grid.max() > max(POSITION_TOLERANCE_MM, 0.02 * step):
-        raise CaseError(f"{label}: uneven slice spacing ({gaps.min():.2f} to {gaps.max():.2f} mm between "
-                        f"{len(along)} slices; missing slices?); refused")
-    return step
+    try:
+        restack = fit_restack(along, POSITION_TOLERANCE_MM, 0.02)
+    except ValueError as err:
+        raise CaseError(f"{label}: {err}; refused") from None
+    return (restack.step_mm if restack else float((along[-1] - along[0]) / (len(along) - 1))), restack
 
 
 @contextlib.contextmanager
@@ -332,22 +337,27 @@ def read_series(case: Case, label: str) -> sitk.Image:
 
     A tilted gantry's slices are moved onto an orthogonal grid (:class:`model.gantry_tilt.Tilt`), air
     (or the scanner's padding, if lower) where none was acquired; the image's metadata
-    :data:`TILT_METADATA` then holds the angle.
+    :data:`TILT_METADATA` then holds the angle. Slices at several spacings are then averaged onto
+    the grid of the coarsest (:class:`model.slice_spacing.Restack`; metadata :data:`RESTACK_METADATA`).
     """
     datasets = _read_headers(case.series, label, pixels=True)
     with _malformed(label):
         geometry = series_geometry(datasets, label)
         volume = np.stack([_slice_hu(datasets[i], case.series[i], label) for i in geometry.order])
-    origin = np.asarray(geometry.origin)
+    origin, axes = np.asarray(geometry.origin), np.asarray(geometry.direction).reshape(3, 3)
     if geometry.tilt is not None:
         volume = geometry.tilt.to_orthogonal(volume, fill=min(float(volume.min()), -1024.0))
-        axes = np.asarray(geometry.direction).reshape(3, 3)
         x0, y0 = geometry.tilt.corner
         origin = origin + axes[:, 0] * x0 * geometry.spacing[0] + axes[:, 1] * y0 * geometry.spacing[1]
+    if geometry.restack is not None:
+        volume = geometry.restack.to_grid(volume)
+        origin = origin + axes[:, 2] * geometry.restack.first_plane_mm
     image = sitk.GetImageFromArray(volume)
     image.SetOrigin(tuple(float(v) for v in origin))
     image.SetDirection(geometry.direction)
     image.SetSpacing(geometry.spacing)
     if geometry.tilt is not None:
         image.SetMetaData(TILT_METADATA, f"{geometry.tilt.angle_deg:.2f}")
+    if geometry.restack is not None:
+        image.SetMetaData(RESTACK_METADATA, ",".join(f"{s:.3f}" for s in geometry.restack.spacings_mm))
     return image

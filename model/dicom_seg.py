@@ -77,11 +77,14 @@ def segmentation_for_case(case: Case, mask: sitk.Image, manifest: Manifest) -> h
     """The SEG of a DICOM case's mask, given in the series' own geometry (as written to NIfTI).
 
     The mask's slices are in the order :func:`model.dicom_input.read_series` stacked the files, which
-    :func:`model.dicom_input.sorted_headers` reproduces, so frame i references source slice i. A tilted
-    gantry's mask, on the orthogonal grid, is moved back onto the acquired slices first.
+    :func:`model.dicom_input.sorted_headers` reproduces, so frame i references source slice i. A mask
+    on a grid the series was put on (several spacings, a tilted gantry) goes back onto the acquired
+    slices first, undoing the steps in reverse.
     """
     sources, geometry = sorted_headers(case, series_label(case))
     array = sitk.GetArrayFromImage(mask)
+    if geometry.restack is not None:
+        array = geometry.restack.to_slices(array)
     if geometry.tilt is not None:
         array = geometry.tilt.to_slices(array, int(sources[0].Rows), int(sources[0].Columns))
     with warnings.catch_warnings():  # highdicom's advice on the source's own values (a one-part PatientName)

@@ -24,28 +24,34 @@ TILT_METADATA = "gantry_tilt_deg"  # an image put on the orthogonal grid carries
 
 @dataclass(frozen=True)
 class Tilt:
-    """Slice k's pixel (x, y) lies on the orthogonal grid's (x − x0 + k·dx, y − y0 + k·dy) of slice k."""
+    """Slice k's pixel (x, y) lies on the orthogonal grid's (x − x0 + h_k·dx, y − y0 + h_k·dy) of slice k,
+    h_k its height above the first slice and (dx, dy) the drift per millimetre of height."""
 
-    drift_px: tuple[float, float]  # in-plane displacement of each slice's origin from the last, pixels (x, y)
-    slices: int
+    per_mm_px: tuple[float, float]  # in-plane displacement of a slice's origin per mm along the normal, pixels
+    heights_mm: tuple[float, ...]  # each slice's height above the first, along the normal
     angle_deg: float  # between the stacking direction and the slice normal
+
+    def _drift(self, k: int) -> tuple[float, float]:
+        """(x, y) pixels by which slice k's origin lies off the first's, in-plane."""
+        return self.heights_mm[k] * self.per_mm_px[0], self.heights_mm[k] * self.per_mm_px[1]
 
     @property
     def corner(self) -> tuple[int, int]:
         """(x0, y0): the first slice's origin in the orthogonal grid is (−x0, −y0); never positive."""
-        last = [d * (self.slices - 1) for d in self.drift_px]
+        last = self._drift(len(self.heights_mm) - 1)
         return math.floor(min(0.0, last[0])), math.floor(min(0.0, last[1]))
 
     def grid_shape(self, rows: int, columns: int) -> tuple[int, int]:
         """(rows, columns) of the orthogonal grid that holds every slice whole."""
         x0, y0 = self.corner
-        dx, dy = (d * (self.slices - 1) for d in self.drift_px)
+        dx, dy = self._drift(len(self.heights_mm) - 1)
         return rows + math.ceil(max(0.0, dy)) - y0, columns + math.ceil(max(0.0, dx)) - x0
 
     def _shift(self, k: int) -> tuple[float, float]:
         """(rows, columns) by which slice k moves onto the orthogonal grid."""
         x0, y0 = self.corner
-        return k * self.drift_px[1] - y0, k * self.drift_px[0] - x0
+        dx, dy = self._drift(k)
+        return dy - y0, dx - x0
 
     def to_orthogonal(self, volume: np.ndarray, fill: float) -> np.ndarray:
         """The acquired slices (k, rows, columns) on the orthogonal grid, linearly interpolated; ``fill``
@@ -66,7 +72,7 @@ class Tilt:
         return out
 
 
-def fit_tilt(offsets_mm: np.ndarray, along_mm: np.ndarray, pixel_mm: tuple[float, float], step_mm: float,
+def fit_tilt(offsets_mm: np.ndarray, along_mm: np.ndarray, pixel_mm: tuple[float, float],
              tolerance_px: float) -> Tilt | None:
     """The tilt of slices whose origins lie ``offsets_mm`` (k, 2: along a row, down a column) in-plane
     from the first's, ``along_mm`` along the normal; None when they drift under ``tolerance_px`` in all.
@@ -82,6 +88,5 @@ def fit_tilt(offsets_mm: np.ndarray, along_mm: np.ndarray, pixel_mm: tuple[float
     residual = np.linalg.norm(px - np.outer(heights, per_mm), axis=1).max()
     if residual > tolerance_px:
         raise ValueError(f"slice origins drift in-plane unevenly (up to {residual:.1f} pixels off one steady tilt)")
-    drift_mm = per_mm * np.asarray(pixel_mm, float)
-    angle = math.degrees(math.atan(float(np.linalg.norm(drift_mm))))
-    return Tilt((float(per_mm[0] * step_mm), float(per_mm[1] * step_mm)), len(px), angle)
+    angle = math.degrees(math.atan(float(np.linalg.norm(per_mm * np.asarray(pixel_mm, float)))))
+    return Tilt((float(per_mm[0]), float(per_mm[1])), tuple(float(h) for h in heights), angle)

@@ -18,6 +18,7 @@ import SimpleITK as sitk
 
 from model.atomic import atomic_path
 from model.gantry_tilt import TILT_METADATA
+from model.slice_spacing import RESTACK_METADATA
 
 CANONICAL = "LPS"
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".nrrd")  # CT and mask files, wherever the project reads them
@@ -171,6 +172,14 @@ class LoadedCase:
     def gantry_tilt_deg(self) -> float | None:
         """The tilt of a DICOM series resampled onto an orthogonal grid (:mod:`model.gantry_tilt`); else None."""
         return float(self.image.GetMetaData(TILT_METADATA)) if self.image.HasMetaDataKey(TILT_METADATA) else None
+
+    @property
+    def slice_spacings_mm(self) -> list[float] | None:
+        """The spacings of a DICOM series reconstructed at several, put on one grid
+        (:mod:`model.slice_spacing`); else None."""
+        if not self.image.HasMetaDataKey(RESTACK_METADATA):
+            return None
+        return [float(v) for v in self.image.GetMetaData(RESTACK_METADATA).split(",")]
 
     def mask_image(self, mask: np.ndarray) -> sitk.Image:
         """A uint8 0/1 mask on ``hu``'s grid as an image in the input's storage order and geometry."""

@@ -39,7 +39,13 @@ SERIES = {
     "no frame of reference": ("ok", ""),
     "tilted": ("ok", ""),
     "uneven tilt": ("error", "off one steady tilt"),
+    "thin then thick": ("ok", ""),
+    "thin then thick, tilted": ("ok", ""),
 }
+# "thin then thick", a sequential protocol: four 2.5 mm slices, a 3.75 mm join, three 5 mm slices. The
+# 5 mm grid laid on the thick slices averages the thin ones in pairs; ACQUIRED picks each slice's HU slice.
+HEIGHTS = (0.0, 2.5, 5.0, 7.5, 11.25, 16.25, 21.25)
+ACQUIRED = [0, 1, 2, 2, 3, 4, 5]
 TILT_PX = 4  # rows each slice of "tilted" is moved down the columns: 1.8 mm of 0.45 mm rows, 19.8° at 5 mm
 
 
@@ -58,6 +64,11 @@ def write_all(root: Path) -> None:
             delattr(ds, attribute)
             ds.save_as(path)
     write_series(root / "tilted", HU, tilt_mm=TILT_PX * 0.45)
+    for folder, drift in (("thin then thick", 0.0), ("thin then thick, tilted", TILT_PX * 0.45 / 5.0)):
+        for k, path in enumerate(write_series(root / folder, HU[ACQUIRED])):  # at HEIGHTS (and tilted)
+            ds = pydicom.dcmread(path)
+            ds.ImagePositionPatient = [-14.0, -16.0 + HEIGHTS[k] * drift, 40.0 + HEIGHTS[k]]
+            ds.save_as(path)
     uneven = write_series(root / "uneven tilt", HU, tilt_mm=TILT_PX * 0.45)
     ds = pydicom.dcmread(uneven[-1])  # the last slice a few millimetres off its tilted place
     ds.ImagePositionPatient = [ds.ImagePositionPatient[0], ds.ImagePositionPatient[1] + 3.0, ds.ImagePositionPatient[2]]
@@ -180,6 +191,30 @@ def test_a_tilted_gantry_is_segmented_on_an_orthogonal_grid_and_its_seg_on_the_a
     np.testing.assert_array_equal(pixels, EXPECTED)
 
 
+def test_slices_at_two_spacings_go_on_the_coarsest_grid_and_the_seg_on_the_acquired_slices(dicom_run):
+    root, records, _ = dicom_run
+    record = records["thin then thick"]
+    assert record["slice_spacings_mm"] == [2.5, 5.0] and records["good"]["slice_spacings_mm"] is None
+    mask = sitk.ReadImage(record["output"])
+    assert mask.GetSize()[2] == 5 and mask.GetSpacing()[2] == pytest.approx(5.0)  # planes at 1.25 ... 21.25 mm
+    assert mask.GetOrigin()[2] == pytest.approx(40.0 + 1.25)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(mask), EXPECTED[1:])  # the thin pairs are HU slices 0/1, 2
+    seg = hd.seg.segread(Path(record["dicom_seg"]))
+    np.testing.assert_array_equal(_seg_pixels(root / "in" / "thin then thick", seg), EXPECTED[ACQUIRED])
+    tilted = records["thin then thick, tilted"]
+    assert tilted["slice_spacings_mm"] == [2.5, 5.0] and tilted["gantry_tilt_deg"] > 19
+    pixels = _seg_pixels(root / "in" / "thin then thick, tilted", hd.seg.segread(Path(tilted["dicom_seg"])))
+    assert 2 * (pixels & EXPECTED[ACQUIRED]).sum() / (pixels.sum() + EXPECTED[ACQUIRED].sum()) > 0.8
+
+
+def _seg_pixels(folder: Path, seg: hd.seg.Segmentation) -> np.ndarray:
+    """The SEG's mask on the series' slices, in their order."""
+    sources = sorted((pydicom.dcmread(p, stop_before_pixels=True) for p in folder.iterdir()),
+                     key=lambda ds: int(ds.InstanceNumber))
+    return seg.get_pixels_by_source_instance([ds.SOPInstanceUID for ds in sources], segment_numbers=[1],
+                                             assert_missing_frames_are_empty=True)[..., 0]
+
+
 def test_a_scanners_tilted_series_reads_every_pixel_where_it_lies(tmp_path):
     """As a scanner writes it: the image plane turned 18.5° about the patient's left-right axis, the
     slices 5 mm apart along the table (z). Each acquired pixel inside the blood reads 72 HU at its
@@ -209,7 +244,7 @@ def test_a_tilt_whose_orthogonal_grid_is_too_large_is_refused_in_one_line(tmp_pa
     write_series(tmp_path / "s", HU, tilt_mm=TILT_PX * 0.45)
     (case,) = discover_cases(tmp_path, tmp_path / "out")
     monkeypatch.setattr("model.dicom_input.MAX_VOXELS", HU.size + 100)  # the acquired slices fit, the grid not
-    with pytest.raises(CaseError, match=r"orthogonal grid of this 19\.8° tilted gantry, 6 × 84 × 64"):
+    with pytest.raises(CaseError, match="on one regular, orthogonal grid this series is 6 × 84 × 64"):
         load_case(case)
 
 
