@@ -62,8 +62,9 @@ def fit_restack(along_mm: np.ndarray, tolerance_mm: float, share: float) -> Rest
     """The grid for slices at ``along_mm`` (sorted, distinct) along their normal; None when they are
     already regular (every slice within ``tolerance_mm`` or ``share`` of the spacing of the grid).
 
-    Raises ValueError naming the spacings when they are not runs of regular slices: a longer gap
-    inside one spacing (a missing slice) or a gap outside the spacings of the runs it joins.
+    Raises ValueError, with the range of the gaps, when they are not runs of regular slices: a longer
+    gap among slices of one spacing (a missing slice), a lone gap at either end, or a join outside the
+    spacings of the runs it joins.
     """
     along = np.asarray(along_mm, float)
     gaps = np.diff(along)
