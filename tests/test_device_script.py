@@ -11,7 +11,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_device_script_dry_run_generates_trains_exports_and_compares(tmp_path: Path):
-    env = {**os.environ, "DRY_RUN": "1", "OUT": str(tmp_path / "out"), "WORK": str(tmp_path / "work")}
+    env = {**os.environ, "DRY_RUN": "1", "OUT": str(tmp_path / "out"), "WORK": str(tmp_path / "work"),
+           "SOURCES": "phantom,atlas"}
     done = subprocess.run(["bash", str(ROOT / "scripts" / "device.sh")], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=900, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -23,3 +24,5 @@ def test_device_script_dry_run_generates_trains_exports_and_compares(tmp_path: P
     assert {row["case"] for row in rows} == {"001.nii.gz", "002.nii.gz"}
     log = (out / "device.log").read_text()
     assert "training 2 folds" in log and "done; weights and logs in" in log
+    cases = json.loads((tmp_path / "work" / "data" / "cases.json").read_text())
+    assert {case["source"] for case in cases} <= {"phantom", "atlas"} and "from phantom,atlas" in log
