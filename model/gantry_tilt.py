@@ -1,13 +1,13 @@
 """A tilted-gantry series on an orthogonal grid, and its mask back on the slices as acquired.
 
-Head CT is often acquired with the gantry tilted along the orbitomeatal line, to spare the lenses.
-Each slice is then an ordinary axial image, but a slice's origin sits further along the image plane
-the higher it lies, than an orthogonal stack would put it: the grid is sheared. SimpleITK, NIfTI's quaternion and
-the 3D post-processing all assume an orthogonal grid, so the series is resampled onto one, as
-dcm2niix does: the same planes (slice k of the new grid is the plane of slice k), each slice moved
-in-plane by its own drift (linear interpolation), the grid widened so that no slice loses pixels.
-It is a translation per slice, done with ``scipy.ndimage.shift``: SimpleITK cannot represent the
-sheared source to resample it from. The mask goes back the same way, slice by slice, for the DICOM SEG that
+Head CT is often acquired with the gantry tilted along the orbitomeatal line, to spare the lenses. Each
+slice is then an ordinary axial image, but a slice's origin sits further along the image plane the
+higher it lies, than an orthogonal stack would put it: the grid is sheared. SimpleITK, NIfTI's
+quaternion and the 3D post-processing all assume an orthogonal grid, so the series is resampled onto
+one, as dcm2niix does: the same planes (slice k of the new grid is the plane of slice k), each slice
+moved in-plane by its own drift (linear interpolation), the grid widened so that no slice loses pixels.
+It is a translation per slice, done with ``scipy.ndimage.shift``: SimpleITK cannot represent the sheared
+source to resample it from. The mask goes back the same way, slice by slice, for the DICOM SEG that
 references the acquired slices.
 """
 
