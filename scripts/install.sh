@@ -12,3 +12,5 @@ python3 -m pip install -q --disable-pip-version-check -r requirements-dev.txt
 # The brain template of the generator's `atlas` source is a file inside totalsegmentator; only the file is
 # read, so none of that package's own (large) dependencies are installed.
 python3 -m pip install -q --disable-pip-version-check --no-deps totalsegmentator==2.18.0
+# Likewise the `mni` source reads only the MNI template's tissue maps that nilearn's wheel carries.
+python3 -m pip install -q --disable-pip-version-check --no-deps nilearn==0.14.1

@@ -43,7 +43,7 @@ LABEL_MIN_HU = 40.0  # brain is 25–40 HU: blood diluted below it by CSF in a t
 # (in 5 of 24 held-out cases with blood, most label voxels had a local mean under 40 HU and no model saw them)
 LABEL_MAX_HU = 110.0  # a voxel half blood, half bone (a thin bleed against the skull in a thick slice)
 # reads as bone: labelling it taught the model to paint the inner table (9 % of label voxels were > 120 HU)
-SOURCE_WEIGHTS = {"invesalius": 0.45, "pydicom": 0.25, "phantom": 0.3, "atlas": 0.3}
+SOURCE_WEIGHTS = {"invesalius": 0.45, "pydicom": 0.25, "phantom": 0.3, "atlas": 0.3, "mni": 0.3}
 PHANTOM_VARIANTS = 2
 NEGATIVE_SHARE = 0.25  # volumes without blood: a normal head must come out empty
 RECORD = "cases.json"  # the dataset's record of what each case holds

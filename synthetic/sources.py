@@ -1,4 +1,4 @@
-"""The three anatomy sources, each turned into one :class:`Anatomy` in canonical LPS order.
+"""The anatomy sources, each turned into one :class:`Anatomy` in canonical LPS order.
 
 An anatomy is a head CT volume in Hounsfield units, array (z, y, x) with z inferior→superior,
 y anterior→posterior and x right→left, plus the masks that lesions and mimics are placed with
@@ -17,6 +17,10 @@ Sources:
   grey/white contrast, smoothed texture), inside a skull, scalp and neck made here. Not in the default
   mix (:data:`SOURCES`): no shipped model has seen it, so a set made from it alone measures a model on
   a brain it never saw (``python -m synthetic --sources atlas``).
+- ``mni``: PyPI ``nilearn``, the grey- and white-matter maps of the MNI ICBM152 2009a template
+  (``datasets/data/``, 1 mm), turned into a CT brain (CSF, grey and white matter at their CT
+  densities) and wrapped like the atlas. A second real brain shape, averaged from other heads than the
+  atlas's, with an MR template's sharp cortex instead of CT texture. Chosen by name, like the atlas.
 """
 
 from __future__ import annotations
@@ -30,17 +34,23 @@ import tarfile
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage as ndi
 
 from model.spacing import voxel_ml
 
+if TYPE_CHECKING:
+    import SimpleITK as sitk
+
 SOURCES = ("invesalius", "pydicom", "phantom")  # the default mix, which every shipped model trained on
-EXTRA_SOURCES = ("atlas",)  # chosen by name only, so that every documented seed still gives its cases
+EXTRA_SOURCES = ("atlas", "mni")  # chosen by name only, so that every documented seed still gives its cases
 ATLAS_FILE = Path("resources") / "ct_brain_atlas_1mm.nii.gz"
 INVESALIUS_GLOB = "Cranium.inv3"
 PYDICOM_FILE = Path("data") / "693_UNCR.dcm"
+MNI_FILES = {tissue: Path("datasets") / "data" / f"mni_icbm152_{tissue}_tal_nlin_sym_09a_converted.nii.gz"
+             for tissue in ("gm", "wm")}
 
 
 class SourceUnavailable(RuntimeError):
@@ -346,21 +356,80 @@ def atlas_head(brain_hu: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarr
     return hu, start
 
 
+def _wrapped_brain(name: str, brain_hu: np.ndarray, spacing: tuple[float, float, float], seed: int) -> Anatomy:
+    """The anatomy of a skull-stripped brain (z inferior→superior) inside the head :func:`atlas_head` makes."""
+    hu, brain_from = atlas_head(brain_hu, np.random.default_rng(seed))
+    anatomy = derive_masks(name, hu, spacing)
+    for mask in (anatomy.intracranial, anatomy.ventricles, anatomy.csf, anatomy.inner_dist):
+        mask[:brain_from] = 0  # the cord below the foramen magnum: no intracranial bleed goes there
+    return anatomy
+
+
+def _read_lps(path: Path, source: str) -> sitk.Image:
+    import SimpleITK as sitk
+
+    try:
+        return sitk.DICOMOrient(sitk.ReadImage(str(path)), "LPS")
+    except RuntimeError as err:
+        raise SourceUnavailable(f"{source}: {path.name} is not a readable image ({str(err).splitlines()[0]})") from None
+
+
 @cache
 def load_atlas() -> Anatomy:
     import SimpleITK as sitk
 
-    path = find_atlas()
-    try:
-        image = sitk.DICOMOrient(sitk.ReadImage(str(path)), "LPS")
-    except RuntimeError as err:
-        raise SourceUnavailable(f"atlas: {path.name} is not a readable image ({str(err).splitlines()[0]})") from None
+    image = _read_lps(find_atlas(), "atlas")
     spacing = tuple(float(s) for s in reversed(image.GetSpacing()))
-    hu, brain_from = atlas_head(sitk.GetArrayFromImage(image), np.random.default_rng(2029))
-    anatomy = derive_masks("atlas", hu, spacing)
-    for mask in (anatomy.intracranial, anatomy.ventricles, anatomy.csf, anatomy.inner_dist):
-        mask[:brain_from] = 0  # the cord below the foramen magnum: no intracranial bleed goes there
-    return anatomy
+    return _wrapped_brain("atlas", sitk.GetArrayFromImage(image), spacing, 2029)
+
+
+def find_mni() -> dict[str, Path]:
+    """The MNI template's grey- and white-matter maps in the installed ``nilearn`` (located without
+    importing it), or, on a machine without it, in the folder ``$ICH_MNI`` names."""
+    named = os.environ.get("ICH_MNI")
+    if named:
+        folder = Path(named)
+        files = {tissue: folder / path.name for tissue, path in MNI_FILES.items()}
+    else:
+        spec = importlib.util.find_spec("nilearn")
+        if spec is None or not spec.submodule_search_locations:
+            raise SourceUnavailable("mni: PyPI package nilearn is not installed "
+                                    "(pip install --no-deps nilearn==0.14.1)")
+        root = Path(next(iter(spec.submodule_search_locations)))
+        files = {tissue: root / path for tissue, path in MNI_FILES.items()}
+    missing = [path for path in files.values() if not path.is_file()]
+    if missing:
+        raise SourceUnavailable(f"mni: {missing[0]} is missing")
+    return files
+
+
+MNI_HU = {"csf": 6.0, "gm": 37.0, "wm": 28.0}  # non-contrast CT densities of the three tissues
+MNI_SHRINK = 0.92  # the template's intracranial space is 1,820 mL at 1 mm; × 0.92³ ≈ 1,420 mL, an adult's
+
+
+def mni_brain_hu(grey: np.ndarray, white: np.ndarray) -> np.ndarray:
+    """A skull-stripped CT brain from tissue probability maps (0–1; 0 outside the intracranial space).
+
+    The intracranial space is the tissue (grey + white > 0.5) closed over its sulci (3 mm) with the
+    ventricles and cisterns it encloses in any of the three section planes filled in; each voxel's
+    density is its tissues' densities weighted by their probabilities, the rest CSF.
+    """
+    tissue = grey + white
+    closed = ndi.binary_closing(tissue > 0.5, structure=_ball(3.0, (1.0, 1.0, 1.0)))
+    inside = _largest_component(closed | _fill_enclosed(closed))
+    csf = np.clip(1.0 - tissue, 0.0, 1.0)
+    hu = MNI_HU["csf"] * csf + MNI_HU["gm"] * grey + MNI_HU["wm"] * white
+    return np.where(inside, hu, 0.0).astype(np.float32)
+
+
+@cache
+def load_mni() -> Anatomy:
+    import SimpleITK as sitk
+
+    images = {tissue: _read_lps(path, "mni") for tissue, path in find_mni().items()}
+    maps = {tissue: sitk.GetArrayFromImage(image).astype(np.float32) / 255.0 for tissue, image in images.items()}
+    spacing = tuple(float(s) * MNI_SHRINK for s in reversed(images["gm"].GetSpacing()))
+    return _wrapped_brain("mni", mni_brain_hu(maps["gm"], maps["wm"]), spacing, 2031)
 
 
 def load_source(name: str, variant: int = 0) -> Anatomy:
@@ -373,10 +442,13 @@ def load_source(name: str, variant: int = 0) -> Anatomy:
         return load_phantom(variant)
     if name == "atlas":
         return load_atlas()
+    if name == "mni":
+        return load_mni()
     raise ValueError(f"unknown source {name!r}; choose from {', '.join(SOURCES + EXTRA_SOURCES)}")
 
 
-FINDERS = {"invesalius": find_invesalius, "pydicom": find_pydicom_slice, "atlas": find_atlas}  # the phantom needs none
+FINDERS = {"invesalius": find_invesalius, "pydicom": find_pydicom_slice, "atlas": find_atlas,
+           "mni": find_mni}  # the phantom needs none
 
 
 def available_sources(requested: tuple[str, ...] = SOURCES, report=print) -> tuple[str, ...]:

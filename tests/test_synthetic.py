@@ -19,7 +19,17 @@ from synthetic.dataset import main as dataset_main
 from synthetic.lesions import IRREGULAR, SMALL_ML, SUBTYPES, intraparenchymal, make_lesion
 from synthetic.mimics import make_mimics
 from synthetic.montage import main as montage_main
-from synthetic.sources import SOURCES, SourceUnavailable, available_sources, find_atlas, load_source
+from synthetic.sources import (
+    MNI_HU,
+    MNI_SHRINK,
+    SOURCES,
+    SourceUnavailable,
+    available_sources,
+    find_atlas,
+    find_mni,
+    load_source,
+    mni_brain_hu,
+)
 
 SMALL = {"size": 128, "max_slices": 14}
 
@@ -259,11 +269,12 @@ def test_a_quarter_of_cases_hold_no_blood():
     assert 1 <= empty <= 9
 
 
-def test_atlas_brain_gets_csf_skull_and_scalp_around_it():
-    """The template is a skull-stripped brain: outward from it, along each axis in-plane, come brain or
+@pytest.mark.parametrize(("source", "voxel_mm"), [("atlas", 1.0), ("mni", MNI_SHRINK)])
+def test_template_brain_gets_csf_skull_and_scalp_around_it(source, voxel_mm):
+    """Each template is a skull-stripped brain: outward from it, along each axis in-plane, come brain or
     CSF, cortical bone, then scalp, then air; nothing below the brain is intracranial."""
-    anat = load_source("atlas")
-    assert anat.spacing == (1.0, 1.0, 1.0)
+    anat = load_source(source)
+    assert anat.spacing == (voxel_mm,) * 3
     assert 1100 <= anat.intracranial.sum() * anat.voxel_ml <= 1700  # an adult's cranial cavity, mL
     assert anat.ventricles.sum() > 0 and anat.csf.sum() > 0
     rows = np.flatnonzero(anat.intracranial.any(axis=(1, 2)))
@@ -280,10 +291,11 @@ def test_atlas_brain_gets_csf_skull_and_scalp_around_it():
     assert not anat.intracranial[: rows[0]].any() and rows[0] > 10  # the cord below is no intracranial space
 
 
-def test_atlas_orientation_by_anatomy():
+@pytest.mark.parametrize("source", ["atlas", "mni"])
+def test_template_orientation_by_anatomy(source):
     """Canonical LPS like every source: the posterior fossa (cerebellum) is the brain's back and bottom,
     the section narrows toward the vertex, and the midline lies near the volume's centre."""
-    anat = load_source("atlas")
+    anat = load_source(source)
     brain = anat.intracranial
     rows = np.flatnonzero(brain.any(axis=(1, 2)))
     y_all = np.argwhere(brain)[:, 1].mean()
@@ -294,13 +306,48 @@ def test_atlas_orientation_by_anatomy():
     assert abs(anat.midline_x - brain.shape[2] / 2) < 15
 
 
-def test_atlas_is_chosen_by_name_only():
+@pytest.mark.parametrize("source", ["atlas", "mni"])
+def test_templates_are_chosen_by_name_only(source):
     """Not in the default mix (every documented seed gives the cases it gave), but usable by name."""
-    assert "atlas" not in SOURCES and "atlas" not in available_sources(report=lambda _: None)
-    assert available_sources(("atlas",)) == ("atlas",)
-    ct, label, info = generate_case(6, "atlas", n_lesions=1, subtypes=("intraparenchymal",), **SMALL)
-    assert info["source"] == "atlas" and ct.GetSize() == label.GetSize()
+    assert source not in SOURCES and source not in available_sources(report=lambda _: None)
+    assert available_sources((source,)) == (source,)
+    ct, label, info = generate_case(6, source, n_lesions=1, subtypes=("intraparenchymal",), **SMALL)
+    assert info["source"] == source and ct.GetSize() == label.GetSize() and info["label_ml"] > 0
     assert find_atlas().name == "ct_brain_atlas_1mm.nii.gz"
+    assert find_mni()["gm"].name == "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz"
+
+
+def test_mni_brain_has_ct_densities():
+    """The tissue maps become CT densities: cortex brighter than the deep white matter, ventricular
+    CSF near water, and the brain's median within the range of real non-contrast head CT."""
+    anat = load_source("mni")
+    brain = anat.intracranial & (anat.inner_dist > 3)
+    assert 24 < np.median(anat.hu[brain]) < 38
+    assert np.median(anat.hu[anat.ventricles]) < 15
+    deep = anat.intracranial & (anat.inner_dist > 25) & ~ndi.binary_dilation(anat.ventricles, iterations=3)
+    cortex = anat.intracranial & (anat.inner_dist > 2) & (anat.inner_dist < 4)
+    assert np.percentile(anat.hu[cortex], 75) > np.percentile(anat.hu[deep], 25) + 5
+
+
+def test_mni_brain_from_tissue_maps():
+    """A sphere of white matter in a shell of grey matter around a ventricle: the ventricle and a
+    sulcus narrower than the closing are inside, each voxel at its tissues' density, air outside."""
+    zz, yy, xx = np.ogrid[-30:31, -30:31, -30:31]
+    r = np.sqrt(zz ** 2 + yy ** 2 + xx ** 2)
+    white = ((r >= 6) & (r < 18)).astype(np.float32)
+    grey = ((r >= 18) & (r < 24)).astype(np.float32)
+    grey[(np.abs(xx) <= 1) & (r >= 20)] = 0  # a sulcus 3 voxels wide, open to the surface
+    hu = mni_brain_hu(grey, white)
+    assert hu[30, 30, 30] == MNI_HU["csf"]  # the enclosed ventricle
+    assert hu[30, 30 + 12, 30] == MNI_HU["wm"] and hu[30, 30, 30 + 21] == MNI_HU["gm"]
+    assert hu[30, 30 + 22, 30] == MNI_HU["csf"]  # the sulcus, closed over
+    assert hu[30, 30 + 27, 30] == 0 and hu[0, 0, 0] == 0
+
+
+def test_a_missing_mni_template_is_one_line(monkeypatch, tmp_path):
+    monkeypatch.setenv("ICH_MNI", str(tmp_path))
+    with pytest.raises(SourceUnavailable, match=r"^mni: .*/mni_icbm152_gm_tal_nlin_sym_09a_\w+\.nii\.gz is missing$"):
+        find_mni()
 
 
 def test_a_missing_atlas_is_one_line(monkeypatch, tmp_path):
