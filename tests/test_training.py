@@ -35,9 +35,11 @@ from training.data import (
     lesion_slices,
     slice_input,
 )
+from training.distributed import DistInfo
 from training.export import CROP_MARGIN_CANDIDATES, WHOLE_SLICE
 from training.families import training_family
-from training.loop import widen_input
+from training.loop import LoopConfig, widen_input
+from training.loop import fit as loop_fit
 from training.losses import dice_bce
 from training.splits import find_cases, make_splits, read_splits, write_splits
 from training.validation import dice
@@ -488,6 +490,39 @@ def test_cascade_stages_train_out_of_fold_and_export(dataset: Path, tmp_path: Pa
     model = load_models(weights, manifest, torch.device("cpu"))[0]
     for key, value in stage1.items():
         torch.testing.assert_close(model.stage1.state_dict()[key], value)
+
+
+class _OnesDataset(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {"image": torch.ones(1, 8, 8), "label": torch.zeros(1, 8, 8)}
+
+    def set_epoch(self, epoch: int) -> None:
+        pass
+
+
+def test_a_step_with_non_finite_gradients_is_skipped_not_taken(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """On the CPU no gradient scaler guards the step: one NaN gradient must not make every weight NaN.
+    The first step's loss is NaN (so are its gradients); that step is skipped and said so, the next taken."""
+    torch.manual_seed(0)
+    model = torch.nn.Conv2d(1, 1, 3, padding=1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    calls = []
+
+    def loss_fn(out: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        loss = ((out - label) ** 2).mean()
+        return loss * float("nan") if len(calls) == 1 else loss
+
+    config = LoopConfig(epochs=1, steps_per_epoch=2, batch_size=2, lr=0.1, workers=0)
+    loop_fit(model, _OnesDataset(), loss_fn, [], lambda m, c: 0.0, tmp_path, config,
+             DistInfo(0, 1, torch.device("cpu")))
+    assert len(calls) == 2 and "1 step(s) skipped (non-finite gradients)" in capsys.readouterr().out
+    after = model.state_dict()
+    assert all(torch.isfinite(v).all() for v in after.values())
+    assert not torch.equal(after["weight"], before["weight"])  # the finite step was taken
 
 
 def test_bad_dataset_is_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
