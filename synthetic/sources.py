@@ -289,17 +289,23 @@ def load_phantom(variant: int = 0) -> Anatomy:
     return build_phantom(variant)
 
 
+def _installed_package(package: str, source: str, version: str) -> Path:
+    """The folder of an installed package whose data files a source reads, found without importing it
+    (neither package's own dependencies are installed)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise SourceUnavailable(f"{source}: PyPI package {package} is not installed "
+                                f"(pip install --no-deps {package}=={version})")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
 def find_atlas() -> Path:
     """The brain template of the installed ``totalsegmentator`` (located without importing it: only the
     file is used), or the file ``$ICH_ATLAS`` names."""
     override = _named_file("ICH_ATLAS", "atlas")
     if override:
         return override
-    spec = importlib.util.find_spec("totalsegmentator")
-    if spec is None or not spec.submodule_search_locations:
-        raise SourceUnavailable("atlas: PyPI package totalsegmentator is not installed "
-                                "(pip install --no-deps totalsegmentator==2.18.0)")
-    path = Path(next(iter(spec.submodule_search_locations))) / ATLAS_FILE
+    path = _installed_package("totalsegmentator", "atlas", "2.18.0") / ATLAS_FILE
     if not path.is_file():
         raise SourceUnavailable(f"atlas: {ATLAS_FILE} missing from the installed totalsegmentator")
     return path
@@ -391,11 +397,7 @@ def find_mni() -> dict[str, Path]:
         folder = Path(named)
         files = {tissue: folder / path.name for tissue, path in MNI_FILES.items()}
     else:
-        spec = importlib.util.find_spec("nilearn")
-        if spec is None or not spec.submodule_search_locations:
-            raise SourceUnavailable("mni: PyPI package nilearn is not installed "
-                                    "(pip install --no-deps nilearn==0.14.1)")
-        root = Path(next(iter(spec.submodule_search_locations)))
+        root = _installed_package("nilearn", "mni", "0.14.1")
         files = {tissue: root / path for tissue, path in MNI_FILES.items()}
     missing = [path for path in files.values() if not path.is_file()]
     if missing:
