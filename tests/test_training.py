@@ -22,6 +22,7 @@ from model.postprocess import PostprocessConfig, most_probable_region, postproce
 from model.spacing import voxel_ml
 from model.weights import Manifest, load_manifest, load_models
 from model.windowing import window_slices
+from tests.ones_dataset import OnesDataset
 from tests.skull_base import skull_base_head
 from training import data as training_data
 from training import export as export_module
@@ -492,17 +493,6 @@ def test_cascade_stages_train_out_of_fold_and_export(dataset: Path, tmp_path: Pa
         torch.testing.assert_close(model.stage1.state_dict()[key], value)
 
 
-class _OnesDataset(torch.utils.data.Dataset):
-    def __len__(self) -> int:
-        return 4
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return {"image": torch.ones(1, 8, 8), "label": torch.zeros(1, 8, 8)}
-
-    def set_epoch(self, epoch: int) -> None:
-        pass
-
-
 def test_a_step_with_non_finite_gradients_is_skipped_not_taken(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """On the CPU no gradient scaler guards the step: one NaN gradient must not make every weight NaN.
     The first step's loss is NaN (so are its gradients); that step is skipped and said so, the next taken."""
@@ -517,7 +507,7 @@ def test_a_step_with_non_finite_gradients_is_skipped_not_taken(tmp_path: Path, c
         return loss * float("nan") if len(calls) == 1 else loss
 
     config = LoopConfig(epochs=1, steps_per_epoch=2, batch_size=2, lr=0.1, workers=0)
-    loop_fit(model, _OnesDataset(), loss_fn, [], lambda m, c: 0.0, tmp_path, config,
+    loop_fit(model, OnesDataset(), loss_fn, [], lambda m, c: 0.0, tmp_path, config,
              DistInfo(0, 1, torch.device("cpu")))
     assert len(calls) == 2 and "1 step(s) skipped (non-finite gradients)" in capsys.readouterr().out
     after = model.state_dict()

@@ -12,7 +12,7 @@ import csv
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -26,6 +26,7 @@ from model.windowing import NEIGHBOURS
 from training.data import CachedCase
 from training.distributed import DistInfo, all_sum, barrier, gather_batch
 from training.plots import plot_curves
+from training.precision import faulty_bf16_convolutions
 
 LOG_FIELDS = ("epoch", "train_loss", "val_dice", "val_cases", "lr", "seconds")
 
@@ -100,11 +101,25 @@ def _is_2d(model: nn.Module) -> bool:
 
 def _finite_gradients(model: nn.Module) -> bool:
     """Whether every gradient is finite. A CPU step has no gradient scaler to skip a non-finite one, and
-    one such step turns every weight into NaN for good (the tests' 4-filter cascade on a 2-core EPYC: once
-    in 30 isolated two-step runs with identical inputs, so the backward pass itself, and twice in one
-    run of the whole suite)."""
+    one such step turns every weight into NaN for good. The one cause seen (the tests' 4-filter cascade
+    on an AVX512-BF16 EPYC) was a faulty bf16 kernel, which :func:`_checked_bf16` now keeps out; this
+    guard stays for any other."""
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     return bool(torch.isfinite(torch.nn.utils.get_total_norm(grads)))
+
+
+def _checked_bf16(model: nn.Module, dataset, config: LoopConfig, layout: torch.memory_format, info: DistInfo,
+                  desc: str) -> LoopConfig:
+    """``config``, or it in fp32 where bf16 autocast computes a convolution wrong on this CPU at
+    the batch shape training gives it (:mod:`training.precision`), with one line saying which."""
+    example = torch.zeros((config.batch_size // info.world_size, *dataset[0]["image"].shape))
+    faulty = faulty_bf16_convolutions(model, example.contiguous(memory_format=layout))
+    if not faulty:
+        return config
+    if info.is_main:
+        print(f"{desc}: bf16 is wrong on this CPU for {len(faulty)} convolution(s), e.g. {faulty[0]}; "
+              "training in fp32", flush=True)
+    return replace(config, bf16=False)
 
 
 def fit(model: nn.Module, dataset, loss_fn: Callable, val_cases: list[CachedCase],
@@ -124,6 +139,8 @@ def fit(model: nn.Module, dataset, loss_fn: Callable, val_cases: list[CachedCase
     model.to(info.device)
     layout = torch.channels_last if _is_2d(model) else torch.contiguous_format
     model.to(memory_format=layout)
+    if config.bf16:
+        config = _checked_bf16(model, dataset, config, layout, info, desc)
     optimizer = make_optimizer(list(model.parameters()), config)
     total_steps = config.epochs * config.steps_per_epoch
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps, eta_min=0.0)
