@@ -13,7 +13,8 @@ The same container lands on different processors, and the fastest exact-enough p
   :func:`training.export.precision_agreement`). Where plain bf16 misses that rule, export tries
   ``inference.recheck_margin``: the 2D predictor computes every slice whose bf16 probability comes
   that near the threshold again in fp32 (:mod:`model.predictor`), so those slices are exactly fp32's;
-  the smallest margin that meets the rule is kept, else fp32 is.
+  the smallest margin that meets the rule is kept, else fp32 is. The predictor then runs each of its
+  convolutions once in bf16 and fp32 and keeps bf16 only if all agree (:mod:`model.bf16_check`).
 - Any other CPU with AVX2 (and one whose bf16 path is refused): fp32, with the wide 3 × 3
   convolutions by Winograd (:mod:`model.winograd`): 1.3–1.4× for the seed-size network on an AVX2
   EPYC, and per layer 1.07× (128 channels), 1.36× (256) and 1.87× (512) against oneDNN's fp32 on the

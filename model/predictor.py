@@ -66,6 +66,7 @@ import torch
 from monai.inferers import sliding_window_inference
 from torch import nn
 
+from model.bf16_check import checked_path
 from model.calibration import brain_level, hu_shift
 from model.compute import ComputePath, path_for_weights, set_cuda_convolutions
 from model.crop_border import CropBorderPadding, Sides, crop_sides
@@ -134,14 +135,28 @@ class EnsemblePredictor:
         self.spacing = parse_spacing(settings.spacing_zyx)
         self.slice_wise = manifest.spec.slice_wise
         self.views = len(self.models) * (2 if self.mirror else 1)  # probabilities summed per voxel
-        winograd = self.path.winograd and device.type == "cpu" if winograd is None else winograd
         self.factor = tuple(self.models[0].shape_factor())  # sizes the networks accept are multiples of it
         if self.slice_wise:
             for model in self.models:
                 model.to(memory_format=torch.channels_last)
-                if winograd:
-                    use_winograd(model)
+        example = self._typical_input(self.models[0])
+        if example is not None:  # a network with convolutions: bf16 only where it computes them right here
+            self.path = checked_path(self.path, self.models[0], example)
+        winograd = self.path.winograd and device.type == "cpu" if winograd is None else winograd
+        if self.slice_wise and winograd:
+            for model in self.models:
+                use_winograd(model)
         self.borders = [CropBorderPadding(model) for model in self.models] if self.slice_wise else []
+
+    def _typical_input(self, model: nn.Module) -> torch.Tensor | None:
+        """One network input of a typical shape, for :func:`model.bf16_check.checked_path`: a slice of a
+        head's 0.9 mm crop (256²), or one 3D window; none for a network without convolutions."""
+        first = next((m for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
+        if first is None:
+            return None
+        if self.slice_wise:
+            return torch.zeros(1, first.in_channels, 256, 256).contiguous(memory_format=torch.channels_last)
+        return torch.zeros(1, first.in_channels, *self.manifest.inference.roi_size)
 
     def _reduced_dtype(self) -> torch.dtype | None:
         """The path's autocast dtype; none once an out-of-memory fallback moved a CUDA path to the CPU."""

@@ -22,11 +22,11 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from model.atomic import atomic_path
+from model.bf16_check import faulty_bf16_convolutions
 from model.windowing import NEIGHBOURS
 from training.data import CachedCase
 from training.distributed import DistInfo, all_sum, barrier, gather_batch
 from training.plots import plot_curves
-from training.precision import faulty_bf16_convolutions
 
 LOG_FIELDS = ("epoch", "train_loss", "val_dice", "val_cases", "lr", "seconds")
 
@@ -111,7 +111,7 @@ def _finite_gradients(model: nn.Module) -> bool:
 def _checked_bf16(model: nn.Module, dataset, config: LoopConfig, layout: torch.memory_format, info: DistInfo,
                   desc: str) -> LoopConfig:
     """``config``, or it in fp32 where bf16 autocast computes a convolution wrong on this CPU at
-    the batch shape training gives it (:mod:`training.precision`), with one line saying which."""
+    the batch shape training gives it (:mod:`model.bf16_check`), with one line saying which."""
     example = torch.zeros((config.batch_size // info.world_size, *dataset[0]["image"].shape))
     faulty = faulty_bf16_convolutions(model, example.contiguous(memory_format=layout))
     if not faulty:

@@ -1,5 +1,6 @@
-"""The bf16 check before CPU training: a convolution whose bf16 gradients are wrong is found, and the
-run trains in fp32 and says so; right ones pass, whatever bf16 kernels this CPU has."""
+"""The bf16 checks: a convolution whose bf16 output or gradients are wrong is found; training then runs
+in fp32 and says so, and the predictor takes the fp32 path with the reason; right ones pass, whatever
+bf16 kernels this CPU has."""
 
 from __future__ import annotations
 
@@ -7,13 +8,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_weights
 from torch import nn
 
+from model.bf16_check import TOLERANCE, bf16_error, faulty_bf16_convolutions
+from model.compute import ComputePath
+from model.predictor import EnsemblePredictor
+from model.weights import load_models
 from tests.ones_dataset import OnesDataset
 from training.distributed import DistInfo
 from training.loop import LoopConfig
 from training.loop import fit as loop_fit
-from training.precision import TOLERANCE, bf16_error, faulty_bf16_convolutions
 
 
 class _WrongInBf16(nn.Conv2d):
@@ -66,3 +71,19 @@ def test_training_falls_back_to_fp32_where_bf16_gradients_are_wrong(tmp_path: Pa
         assert "training in fp32" in said and dtypes == [torch.float32] * 2
     else:
         assert "bf16 is wrong" not in said and dtypes == [torch.bfloat16] * 2
+
+
+@pytest.mark.parametrize("faulty", [False, True])
+def test_the_predictor_takes_fp32_where_bf16_gets_an_output_wrong(tmp_path: Path, faulty: bool) -> None:
+    manifest = tiny_weights(tmp_path, folds=1)
+    models = load_models(tmp_path, manifest, torch.device("cpu"))
+    if faulty:
+        models[0].encoder.conv_init.__class__ = _WrongInBf16  # the stem: no batch norm folded into it
+    bf16 = ComputePath("cpu", "bf16", False, "test CPU", "native bf16")
+    path = EnsemblePredictor(models, manifest, torch.device("cpu"), path=bf16).path
+    if faulty:
+        assert path.precision == "fp32" and path.autocast_dtype is None
+        assert path.reason.startswith("fp32: bf16 is wrong on this CPU for 1 convolution(s), e.g. encoder.conv_init "
+                                      "(input 1×3×256×256: error 1")
+    else:
+        assert path == bf16
