@@ -306,15 +306,16 @@ def test_template_orientation_by_anatomy(source):
     assert abs(anat.midline_x - brain.shape[2] / 2) < 15
 
 
-@pytest.mark.parametrize("source", ["atlas", "mni"])
-def test_templates_are_chosen_by_name_only(source):
+@pytest.mark.parametrize(("source", "locate", "file_name"), [
+    ("atlas", lambda: find_atlas(), "ct_brain_atlas_1mm.nii.gz"),
+    ("mni", lambda: find_mni()["gm"], "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz")])
+def test_templates_are_chosen_by_name_only(source, locate, file_name):
     """Not in the default mix (every documented seed gives the cases it gave), but usable by name."""
     assert source not in SOURCES and source not in available_sources(report=lambda _: None)
     assert available_sources((source,)) == (source,)
     ct, label, info = generate_case(6, source, n_lesions=1, subtypes=("intraparenchymal",), **SMALL)
     assert info["source"] == source and ct.GetSize() == label.GetSize() and info["label_ml"] > 0
-    assert find_atlas().name == "ct_brain_atlas_1mm.nii.gz"
-    assert find_mni()["gm"].name == "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz"
+    assert locate().name == file_name
 
 
 def test_mni_brain_has_ct_densities():
