@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from bench import real_heads
 
@@ -14,14 +15,26 @@ def test_slabs_average_consecutive_slices_and_scale_the_spacing():
     np.testing.assert_allclose(thick[1], hu[3:6].mean(axis=0))
 
 
+def test_a_tilted_gantry_moves_each_slice_along_y_by_its_height():
+    hu = np.full((5, 20, 4), real_heads.AIR, dtype=np.float32)
+    hu[:, 10, :] = 1000.0  # a line through every slice, at the same y
+    spacing = (2.0, 0.5, 0.5)
+    out = real_heads.tilted(hu, spacing, 18.5)
+    step = np.tan(np.radians(18.5)) * 2.0 / 0.5  # 1.34 pixels per slice
+    y = np.arange(20)
+    for z in range(5):
+        bright = out[z, :, 0] - real_heads.AIR
+        assert np.sum(y * bright) / np.sum(bright) == pytest.approx(10 + (z - 2) * step, abs=0.01)
+
+
 def test_every_available_head_gets_a_line(weights_factory, capsys):
     weights = weights_factory()
     assert real_heads.main(["--weights", str(weights)]) == 0
     printed = capsys.readouterr().out
     lines = [line for line in printed.splitlines() if "mL" in line and "alone" not in line]
     heads = int(printed.split("heads=")[1].split()[0])
-    assert len(lines) == heads == 4  # CI installs both sources (scripts/install.sh)
-    assert "invesalius 4.8 mm" in printed and "pydicom 2 mm" in printed
+    assert len(lines) == heads == 5  # CI installs both sources (scripts/install.sh)
+    assert "invesalius 4.8 mm" in printed and "pydicom 2 mm" in printed and "invesalius tilted 18.5°, 1.9 mm" in printed
     alone = [line for line in printed.splitlines() if "each slice alone" in line]
     assert [line.split(",")[0] for line in alone] == ["invesalius 4.8 mm", "pydicom 4 mm"]
     assert float(printed.split("max_single_slice_ml=")[1].split()[0]) >= 0.0
