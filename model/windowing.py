@@ -13,13 +13,10 @@ slice itself (replicated), so every slice has a full set of channels.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 
 WINDOWS: tuple[tuple[float, float], ...] = ((0.0, 80.0), (-20.0, 180.0), (-150.0, 230.0))
 BRAIN_WINDOW = WINDOWS[0]  # also what the QC picture and the evaluation report show
-InputMode = Literal["windows3", "slices3", "combined9"]
 CHANNELS: dict[str, int] = {"windows3": 3, "slices3": 3, "combined9": 9}
 NEIGHBOURS = 1  # slices read on each side of a slice by the slice modes
 SLICE_CONTEXT: dict[str, int] = {"windows3": 0, "slices3": NEIGHBOURS, "combined9": NEIGHBOURS}
