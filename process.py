@@ -28,6 +28,7 @@ from model.atomic import atomic_path
 from model.compute import PRECISIONS, path_for_weights
 from model.console import Progress, native_stderr_silenced
 from model.device import DeviceError, select_device
+from model.head import skull_extent_mm
 from model.io import CaseError, LoadedCase
 from model.layouts import DEFAULT_OUTPUT_SLUG, Case, discover_cases, load_case
 from model.outputs import QcRequest, write_case_outputs
@@ -96,7 +97,7 @@ def segment(case: Case, loaded: LoadedCase, predictor: EnsemblePredictor, manife
             "hu_shift": prediction.hu_shift,
             "slice_mm_assumed": loaded.slice_mm_assumed, "gantry_tilt_deg": loaded.gantry_tilt_deg,
             "slice_spacings_mm": loaded.slice_spacings_mm,
-            **review(prediction, manifest.inference)}
+            **review(prediction, manifest.inference, skull_extent_mm(hu, spacing_zyx))}
 
 
 def check_writable(folder: Path) -> None:

@@ -196,11 +196,43 @@ def test_review_flag_is_raised_when_folds_disagree():
     split = Prediction(np.zeros((1, 2, 2), np.float32), (100, 0), 0.0, 0.01)
     speck = Prediction(np.zeros((1, 2, 2), np.float32), (3, 0), 0.0, 0.01)  # 0.03 mL in one fold only
     settings = Inference(review_min_fold_dice=0.5, review_min_ml=0.1)
-    assert review(agree, settings) == {"fold_dice": 0.9, "fold_ml": [1.0, 1.1], "review": False}
+    assert review(agree, settings) == {"fold_dice": 0.9, "fold_ml": [1.0, 1.1], "skull_extent_mm": None,
+                                       "review": False}
     flagged = review(split, settings)
     assert flagged["review"] and "folds disagree" in flagged["review_reason"]
     assert "1.00, 0.00 mL" in flagged["review_reason"]
     assert not review(speck, settings)["review"]
+
+
+def test_review_flag_is_raised_for_a_skull_larger_than_any_head():
+    from model.predictor import Prediction
+    from model.review import MAX_SKULL_MM, review
+    from model.settings import Inference
+
+    agree = Prediction(np.zeros((1, 2, 2), np.float32), (100, 110), 0.9, 0.01)
+    settings = Inference(review_min_fold_dice=0.5, review_min_ml=0.1)
+    assert review(agree, settings, 155.04) == {"fold_dice": 0.9, "fold_ml": [1.0, 1.1], "skull_extent_mm": 155.0,
+                                               "review": False}
+    flagged = review(agree, settings, 2 * 155.0)
+    assert flagged["review"] and flagged["skull_extent_mm"] == 310.0 > MAX_SKULL_MM
+    assert flagged["review_reason"] == ("the skull is 310 mm across, larger than any head: the pixel spacing is "
+                                        "likely wrong")
+
+
+def test_skull_extent_is_the_largest_piece_of_bone_across():
+    """A ring of bone 100 × 60 pixels across at 0.5 mm: 50 mm, whatever a head holder's rails beside it
+    add; slices without bone do not count, and a volume without any gives none."""
+    from model.head import skull_extent_mm
+
+    y, x = np.ogrid[:160, :160]
+    r = ((y - 80) / 50.0) ** 2 + ((x - 80) / 30.0) ** 2
+    hu = np.repeat(np.where((r < 1.0) & (r > 0.7), 1000.0, np.where(r < 1.0, 30.0, -1000.0))[None], 3, axis=0)
+    hu[:, 20:140, 2:4] = 1000.0  # rails at the sides, apart from the skull
+    hu[:, 20:140, 156:158] = 1000.0
+    hu[0] = -1000.0  # above the vertex: no bone
+    assert skull_extent_mm(hu, (5.0, 0.5, 0.5)) == pytest.approx(50.0, abs=1.0)
+    assert skull_extent_mm(hu, (5.0, 1.0, 1.0)) == pytest.approx(100.0, abs=2.0)
+    assert skull_extent_mm(np.full((2, 16, 16), -1000.0), (5.0, 0.5, 0.5)) is None
 
 
 def test_fold_masks_and_agreement_come_with_the_probability():

@@ -44,6 +44,19 @@ def test_flat_folder_end_to_end(tmp_path, weights_factory, family, mode):
     assert record["review"] == ("review_reason" in record)
     assert record["thin_slices_averaged_to_mm"] is None  # 5 mm slices, and no slab in these weights
     assert record["hu_shift"] == 0.0  # no trained brain range in these weights
+    assert record["skull_extent_mm"] == pytest.approx(0.45 * 52, abs=1.0)  # the test head's skull: 52 pixels
+
+
+def test_a_head_larger_than_any_is_flagged_for_its_pixel_spacing(tmp_path, weights_factory):
+    """The test head (a skull 52 pixels across) said to have 5 mm pixels: 260 mm, a wrong spacing."""
+    weights = weights_factory()
+    inp, out = tmp_path / "in", tmp_path / "out"
+    inp.mkdir()
+    sitk.WriteImage(ct_image(head_volume(), spacing=(5.0, 5.0, 5.0)), str(inp / "big.nii.gz"))
+    assert run(inp, out, weights) == 0  # segmented, and flagged for a person
+    record = json.loads((out / "results.json").read_text())["cases"][0]
+    assert record["skull_extent_mm"] == pytest.approx(260.0, abs=10.0) and record["review"]
+    assert "larger than any head: the pixel spacing is likely wrong" in record["review_reason"]
 
 
 @pytest.mark.parametrize("family", ["segresnet2d", "cascade3d"])
