@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_weights
+from conftest import TINY, head_volume, tiny_weights
 from torch import nn
 
 from model.bf16_check import TOLERANCE, bf16_error, faulty_bf16_convolutions
@@ -87,3 +87,30 @@ def test_the_predictor_takes_fp32_where_bf16_gets_an_output_wrong(tmp_path: Path
                                       "(input 1×3×256×256: error 1")
     else:
         assert path == bf16
+
+
+class _Case:
+    """What export measures precision on: a cached case's HU."""
+
+    def hu(self) -> object:
+        return head_volume((4, 48, 44))
+
+
+@pytest.mark.parametrize("faulty", [False, True])
+def test_export_refuses_bf16_where_this_cpu_computes_it_wrong(tmp_path: Path, faulty: bool) -> None:
+    """Export's bf16 predictor would fall back to fp32 on such a CPU and agree with fp32 perfectly; it
+    must refuse instead of measuring, and say why."""
+    from training.export import precision_agreement
+
+    manifest = tiny_weights(tmp_path, folds=1)
+    models = load_models(tmp_path, manifest, torch.device("cpu"))
+    if faulty:
+        models[0].encoder.conv_init.__class__ = _WrongInBf16
+    config = {"family": "segresnet2d", "input_mode": "windows3", "network": TINY["segresnet2d"]["network"]}
+    result = precision_agreement([(_Case(), models)], config, 0.5, {"batch_size": 4})["bf16"]
+    if faulty:
+        assert result["allowed"] is False and result["cases"] == 1 and "dice" not in result
+        assert result["refused"].startswith("fp32: bf16 is wrong on this CPU for 1 convolution(s), "
+                                            "e.g. encoder.conv_init")
+    else:
+        assert "refused" not in result and 0.0 <= result["dice"] <= 1.0

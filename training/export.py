@@ -345,7 +345,9 @@ def precision_agreement(cases: Iterable[tuple[CachedCase, list[nn.Module]]], con
     (threshold only) on the first ``count`` of ``cases``, computed on this CPU (emulated where not
     native): plain, then (2D) with each of :data:`RECHECK_MARGINS` in turn until one meets the rule.
     ``recheck_margin`` is the margin chosen (0: plain met it; None: none did, so fp32), and each
-    margin's ``rechecked`` the share of predicted slices it computed again in fp32."""
+    margin's ``rechecked`` the share of predicted slices it computed again in fp32. Where this CPU gets
+    a convolution wrong in bf16 (:mod:`model.bf16_check`) bf16 is not measured but refused, with the reason:
+    its predictor would compute fp32 and agree."""
     cpu = torch.device("cpu")
 
     def predictor(models: list[nn.Module], path: ComputePath, margin: float = 0.0) -> EnsemblePredictor:
@@ -365,6 +367,10 @@ def precision_agreement(cases: Iterable[tuple[CachedCase, list[nn.Module]]], con
     results = {}
     for precision in precisions:
         path = _reduced_path(precision)
+        checked = predictor(held_out[0][1], path).path if held_out else path
+        if checked.precision != path.precision:  # this CPU computes it wrong (model.bf16_check): nothing to measure
+            results[precision] = {"cases": len(held_out), "allowed": False, "refused": checked.reason}
+            continue
         result: dict = {"cases": len(held_out), "margins": {}, "recheck_margin": None}
         for margin in margins:
             predictions = [predictor(models, path, margin).predict(hu) for hu, models in held_out]
