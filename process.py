@@ -24,11 +24,11 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from model.allocator import keep_freed_memory
+from model.anatomy import skull_extent_mm
 from model.atomic import atomic_path
 from model.compute import PRECISIONS, path_for_weights
 from model.console import Progress, native_stderr_silenced
 from model.device import DeviceError, select_device
-from model.head import skull_extent_mm
 from model.io import CaseError, LoadedCase
 from model.layouts import DEFAULT_OUTPUT_SLUG, Case, discover_cases, load_case
 from model.outputs import QcRequest, write_case_outputs

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model.anatomy import blood_space, on_bone_below
 from model.postprocess import postprocess
-from model.predictor import EnsemblePredictor
+from model.predictor import PAD_HU, EnsemblePredictor
 from model.spacing import voxel_ml
 from model.weights import load_manifest, load_models
 from synthetic.sources import SourceUnavailable, load_invesalius, load_pydicom
@@ -40,7 +40,6 @@ from synthetic.sources import SourceUnavailable, load_invesalius, load_pydicom
 View = tuple[str, np.ndarray, tuple[float, float, float]]
 THICK = ("4.8 mm", "4 mm")  # the views whose slices are also run one at a time
 TILT_DEG = 18.5  # the tilted real head's gantry tilt (issue 16)
-AIR = -1024.0
 
 
 def slabs(hu: np.ndarray, spacing: tuple[float, float, float], k: int) -> tuple[np.ndarray, tuple[float, float, float]]:
@@ -55,7 +54,7 @@ def tilted(hu: np.ndarray, spacing: tuple[float, float, float], degrees: float) 
     each axial slice moved along y (front to back) in proportion to its height."""
     step = math.tan(math.radians(degrees)) * spacing[0] / spacing[1]  # pixels per slice
     centre = (len(hu) - 1) / 2
-    return np.stack([ndimage.shift(plane, ((z - centre) * step, 0.0), order=1, cval=AIR)
+    return np.stack([ndimage.shift(plane, ((z - centre) * step, 0.0), order=1, cval=PAD_HU)
                      for z, plane in enumerate(hu)])
 
 

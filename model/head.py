@@ -61,26 +61,3 @@ def slice_boxes(mask: np.ndarray, context: int, factor: tuple[int, int],
                                for s, f, n in zip(box, factor, mask.shape[1:], strict=True))))
     return boxes
 
-
-SKULL_HU = 300.0  # bone
-MIN_SKULL_PIXELS = 50  # a slice whose largest piece of bone is smaller has no skull to measure (vertex tip)
-
-
-def skull_extent_mm(hu: np.ndarray, spacing_zyx: tuple[float, float, float]) -> float | None:
-    """How far across the skull reaches, in mm: per slice the larger of the front-to-back and side-to-side
-    spans of its largest connected piece of bone (so a head holder's rails or a bright cable do not
-    count; found at half resolution), the median over the slices with one; ``None`` without any. Adult
-    heads measure 155 mm here (InVesalius and the pydicom slice), generated heads 128–168 mm, so a head
-    far larger says the pixel spacing is wrong."""
-    spans = []
-    for plane in hu:
-        labels, count = ndimage.label(plane[::2, ::2] > SKULL_HU, structure=np.ones((3, 3), dtype=bool))
-        if count == 0:
-            continue
-        sizes = np.bincount(labels.ravel())[1:]
-        largest = int(sizes.argmax())
-        if 4 * sizes[largest] < MIN_SKULL_PIXELS:
-            continue
-        rows, cols = ndimage.find_objects(labels, max_label=largest + 1)[largest]
-        spans.append(2 * max((rows.stop - rows.start) * spacing_zyx[1], (cols.stop - cols.start) * spacing_zyx[2]))
-    return float(np.median(spans)) if spans else None

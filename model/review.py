@@ -9,7 +9,7 @@ flag"), the folds' mean pairwise Dice separates the worst cases: the threshold i
 A mask made by the never-empty fallback is not flagged: results.json says ``fallback: true`` for it,
 and on the held-out cases it was most often a normal head.
 
-A skull wider than any head (``MAX_SKULL_MM``, by :func:`model.head.skull_extent_mm`) is flagged too:
+A skull wider than any head (``MAX_SKULL_MM``, by :func:`model.anatomy.skull_extent_mm`) is flagged too:
 its pixel spacing is most likely wrong (an image converted with a default 1 mm spacing), and the
 folds, which see every case at their trained pixel size, then see a head twice its size or more.
 On 15 generated slices whose spacing was doubled the mean Dice fell from 0.85 to 0.77.
@@ -20,7 +20,7 @@ from __future__ import annotations
 from model.predictor import Prediction
 from model.settings import Inference
 
-MAX_SKULL_MM = 240.0  # heads measure 119–174 mm (model.head.skull_extent_mm), the longest adult skulls about 205
+MAX_SKULL_MM = 240.0  # heads measure 119–174 mm (model.anatomy.skull_extent_mm), the longest adult skulls about 205
 
 
 def review(prediction: Prediction, inference: Inference, skull_mm: float | None = None) -> dict:

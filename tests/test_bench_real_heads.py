@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from bench import real_heads
+from model.predictor import PAD_HU
 
 
 def test_slabs_average_consecutive_slices_and_scale_the_spacing():
@@ -16,14 +17,14 @@ def test_slabs_average_consecutive_slices_and_scale_the_spacing():
 
 
 def test_a_tilted_gantry_moves_each_slice_along_y_by_its_height():
-    hu = np.full((5, 20, 4), real_heads.AIR, dtype=np.float32)
+    hu = np.full((5, 20, 4), PAD_HU, dtype=np.float32)
     hu[:, 10, :] = 1000.0  # a line through every slice, at the same y
     spacing = (2.0, 0.5, 0.5)
     out = real_heads.tilted(hu, spacing, 18.5)
     step = np.tan(np.radians(18.5)) * 2.0 / 0.5  # 1.34 pixels per slice
     y = np.arange(20)
     for z in range(5):
-        bright = out[z, :, 0] - real_heads.AIR
+        bright = out[z, :, 0] - PAD_HU
         assert np.sum(y * bright) / np.sum(bright) == pytest.approx(10 + (z - 2) * step, abs=0.01)
 
 

@@ -222,7 +222,7 @@ def test_review_flag_is_raised_for_a_skull_larger_than_any_head():
 def test_skull_extent_is_the_largest_piece_of_bone_across():
     """A ring of bone 100 × 60 pixels across at 0.5 mm: 50 mm, whatever a head holder's rails beside it
     add; slices without bone do not count, and a volume without any gives none."""
-    from model.head import skull_extent_mm
+    from model.anatomy import skull_extent_mm
 
     y, x = np.ogrid[:160, :160]
     r = ((y - 80) / 50.0) ** 2 + ((x - 80) / 30.0) ** 2
