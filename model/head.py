@@ -60,4 +60,3 @@ def slice_boxes(mask: np.ndarray, context: int, factor: tuple[int, int],
             boxes.append((z, *(slice(max(s.start - margin, 0) // f * f, min(-(-(s.stop + margin) // f) * f, n))
                                for s, f, n in zip(box, factor, mask.shape[1:], strict=True))))
     return boxes
-
