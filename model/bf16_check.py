@@ -41,6 +41,7 @@ class FaultyConvolution:
 
 
 Inputs = tuple[tuple[int, ...], torch.memory_format]  # a convolution's input: shape and memory layout
+_ERRORS: dict[tuple, float] = {}  # bf16_error by convolution, weight layout, input and gradients, once per process
 
 
 def _convolution_inputs(model: nn.Module, example: torch.Tensor) -> dict[str, tuple[_ConvNd, Inputs]]:
@@ -105,14 +106,16 @@ def faulty_bf16_convolutions(model: nn.Module, example: torch.Tensor,
                              gradients: bool = True) -> list[FaultyConvolution]:
     """The convolutions of ``model`` whose bf16 output or (``gradients``) gradients disagree with fp32
     beyond ``TOLERANCE`` at the inputs ``example`` (a batch of the shape and memory layout the network
-    will get) gives them; each distinct convolution and input is run once."""
-    faulty, checked = [], {}
+    will get) gives them. Each distinct convolution, weight layout and input is run once per process
+    (:data:`_ERRORS`): a kernel is chosen by those, not by the weights' values, and export builds a
+    predictor per case and margin."""
+    faulty = []
     for name, (conv, inputs) in _convolution_inputs(model, example).items():
-        key = (repr(conv), inputs)
-        if key not in checked:
-            checked[key] = bf16_error(conv, inputs, gradients)
-        if not checked[key] <= TOLERANCE:
-            faulty.append(FaultyConvolution(name, inputs[0], checked[key]))
+        key = (repr(conv), _layout(conv.weight), inputs, gradients)
+        if key not in _ERRORS:
+            _ERRORS[key] = bf16_error(conv, inputs, gradients)
+        if not _ERRORS[key] <= TOLERANCE:
+            faulty.append(FaultyConvolution(name, inputs[0], _ERRORS[key]))
     return faulty
 
 
