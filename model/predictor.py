@@ -77,7 +77,7 @@ from model.settings import PatchInference
 from model.spacing import parse_spacing, resize, slab_average, spacing_after, target_shape, voxel_ml
 from model.weights import Manifest
 from model.window_grid import aligned_crop
-from model.windowing import SLICE_CONTEXT, neighbour_span, window_slices, window_volume
+from model.windowing import CHANNELS, SLICE_CONTEXT, neighbour_span, window_slices, window_volume
 from model.winograd import transformed_weights, use_winograd
 
 PAD_HU = -1024.0  # what a crop is padded with: air
@@ -139,24 +139,20 @@ class EnsemblePredictor:
         if self.slice_wise:
             for model in self.models:
                 model.to(memory_format=torch.channels_last)
-        example = self._typical_input(self.models[0])
-        if example is not None:  # a network with convolutions: bf16 only where it computes them right here
-            self.path = checked_path(self.path, self.models[0], example)
+        self.path = checked_path(self.path, self.models[0], self._typical_input())  # bf16 only where right here
         winograd = self.path.winograd and device.type == "cpu" if winograd is None else winograd
         if self.slice_wise and winograd:
             for model in self.models:
                 use_winograd(model)
         self.borders = [CropBorderPadding(model) for model in self.models] if self.slice_wise else []
 
-    def _typical_input(self, model: nn.Module) -> torch.Tensor | None:
+    def _typical_input(self) -> torch.Tensor:
         """One network input of a typical shape, for :func:`model.bf16_check.checked_path`: a slice of a
-        head's 0.9 mm crop (256²), or one 3D window; none for a network without convolutions."""
-        first = next((m for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
-        if first is None:
-            return None
+        head's 0.9 mm crop (256²), or one 3D window."""
+        channels = CHANNELS[self.manifest.input_mode]
         if self.slice_wise:
-            return torch.zeros(1, first.in_channels, 256, 256).contiguous(memory_format=torch.channels_last)
-        return torch.zeros(1, first.in_channels, *self.manifest.inference.roi_size)
+            return torch.zeros(1, channels, 256, 256).contiguous(memory_format=torch.channels_last)
+        return torch.zeros(1, channels, *self.manifest.inference.roi_size)
 
     def _reduced_dtype(self) -> torch.dtype | None:
         """The path's autocast dtype; none once an out-of-memory fallback moved a CUDA path to the CPU."""
