@@ -33,6 +33,7 @@ from training.distributed import setup, teardown
 from training.export import TUNING_TABLES, export_run, retune_weights
 from training.families import TRAINING
 from training.folds import SLAB_MM, run_training
+from training.losses import LOSSES
 from training.merge import merge_weights
 
 
@@ -83,6 +84,9 @@ def _fit_parser(sub: argparse._SubParsersAction) -> None:
                      help="also nnU-Net's gamma, sharpening and simulated low resolution (other heads and scanners)")
     fit.add_argument("--balance-lesions", action="store_true",
                      help="2D: draw blood slices bleed by bleed, so small bleeds are seen as often as large ones")
+    fit.add_argument("--loss", choices=LOSSES, default="dice_bce",
+                     help="dice_bce: the seeds' batch Dice + BCE; blob: plus a Dice per bleed, so small bleeds "
+                          "weigh as much as large ones (training/losses.py)")
     fit.add_argument("--workers", type=int, default=2, help="data-loader worker processes per rank")
     fit.add_argument("--threads", type=int, default=None, help="CPU threads per process (torch.set_num_threads)")
     fit.add_argument("--validate-every", type=int, default=1, help="validate every N epochs (and the last)")

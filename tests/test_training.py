@@ -41,7 +41,7 @@ from training.export import CROP_MARGIN_CANDIDATES, WHOLE_SLICE
 from training.families import training_family
 from training.loop import LoopConfig, widen_input
 from training.loop import fit as loop_fit
-from training.losses import dice_bce
+from training.losses import BlobDice, dice_bce, segmentation_loss
 from training.splits import find_cases, make_splits, read_splits, write_splits
 from training.validation import dice
 
@@ -537,6 +537,58 @@ def test_deep_supervision_weights_halve_per_level() -> None:
     single = dice_bce()
     expected = single(logits[0], target) + 0.5 * single(logits[1], target[:, :, ::2, ::2])
     torch.testing.assert_close(loss(logits, target), expected)
+
+
+def test_blob_loss_weighs_a_small_bleed_as_much_as_a_large_one() -> None:
+    target = torch.zeros(2, 1, 32, 32)
+    target[0, 0, 2:4, 2:4] = 1  # 4 pixels
+    target[0, 0, 10:30, 10:30] = 1  # 400 pixels, same sample
+    logits = torch.where(target > 0, 8.0, -8.0)
+    found, blob, plain = logits.clone(), BlobDice(), dice_bce()
+    logits[0, 0, 2:4, 2:4] = -8.0  # the small bleed missed
+    missed_small = blob(logits, target) - blob(found, target)
+    assert missed_small > 0.45  # one of two bleeds lost: half the per-bleed term
+    assert plain(logits, target) - plain(found, target) < 0.03  # the batch Dice hardly notices
+    logits = found.clone()
+    logits[0, 0, 10:30, 10:30] = -8.0  # the large one missed instead: the same per-bleed cost
+    torch.testing.assert_close(blob(logits, target) - plain(logits, target), missed_small, atol=0.01, rtol=0)
+
+
+def test_blob_loss_masks_other_bleeds_and_counts_false_positives() -> None:
+    target = torch.zeros(1, 1, 4, 4, 4)  # 3D, as the cascade's stages train
+    target[0, 0, 0, 0, :2] = 1  # bleed a
+    target[0, 0, 3, 3, 2:] = 1  # bleed b
+    prob = torch.full(target.shape, 0.1)
+    prob[0, 0, 0, 0, :2] = 0.9
+    logits = torch.logit(prob).requires_grad_()
+    # by hand: each bleed against the background only (the other bleed masked out)
+    background = 0.1 * (64 - 4)
+    dice_a = 2 * 1.8 / (background + 1.8 + 2)
+    dice_b = 2 * 0.2 / (background + 0.2 + 2)
+    expected = dice_bce()(logits, target) + ((1 - dice_a) + (1 - dice_b)) / 2
+    loss = BlobDice()(logits, target)
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    assert logits.grad is not None and torch.isfinite(logits.grad).all()
+    empty = torch.zeros_like(target)  # no bleed: the seeds' loss alone
+    torch.testing.assert_close(BlobDice()(logits.detach(), empty), dice_bce()(logits.detach(), empty))
+
+
+def test_fit_trains_with_the_blob_loss_and_records_it(dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert fit(dataset, out, "--fold", "0", "--folds", "2", "--epochs", "1", "--steps-per-epoch", "3",
+               "--batch-size", "4", "--loss", "blob") == 0
+    assert json.loads((out / "config.json").read_text())["training"]["loss"] == "blob"
+    assert np.isfinite(float(log_rows(out / "fold0/training_log.csv")[0]["train_loss"]))
+
+
+def test_fit_loss_is_chosen_by_name() -> None:
+    blob = training_family("segresnet2d").loss("blob")
+    assert isinstance(blob.loss, BlobDice)  # inside the deep supervision
+    assert isinstance(training_family("cascade3d").loss("blob"), BlobDice)
+    assert not isinstance(training_family("cascade3d").loss("dice_bce"), BlobDice)
+    with pytest.raises(ValueError, match="unknown loss 'focal'"):
+        segmentation_loss("focal")
 
 
 def test_crops_are_drawn_from_slices_without_tissue_or_blood() -> None:

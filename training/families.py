@@ -15,19 +15,19 @@ from torch import nn
 
 from model.families import CASCADE3D, SEGRESNET2D, Family, family
 from training.data import PatchDataset, SliceDataset
-from training.losses import dice_bce
+from training.losses import segmentation_loss
 
 
-def deep_supervision_loss() -> nn.Module:
-    """The 2D SegResNet's: :func:`training.losses.dice_bce` on every deep-supervision output, weighted
-    1, 1/2, 1/4... (MONAI's ``"exp"`` mode)."""
-    return DeepSupervisionLoss(dice_bce(), weight_mode="exp")
+def deep_supervision_loss(name: str = "dice_bce") -> nn.Module:
+    """The 2D SegResNet's: :func:`training.losses.segmentation_loss` on every deep-supervision output,
+    weighted 1, 1/2, 1/4... (MONAI's ``"exp"`` mode)."""
+    return DeepSupervisionLoss(segmentation_loss(name), weight_mode="exp")
 
 
 @dataclass(frozen=True)
 class TrainingFamily:
     spec: Family
-    loss: Callable[[], nn.Module]
+    loss: Callable[[str], nn.Module]  # by loss name (training.losses.LOSSES)
     dataset: type[SliceDataset] | type[PatchDataset]  # random crops (2D) or patches (3D) of cached cases
     stages: tuple[str, ...]  # checkpoint sub-folders of a fold: ("",) one network; the cascade's two stages
     lr: float
@@ -40,7 +40,7 @@ class TrainingFamily:
 TRAINING: dict[str, TrainingFamily] = {
     SEGRESNET2D.name: TrainingFamily(SEGRESNET2D, deep_supervision_loss, SliceDataset, ("",), lr=2e-4,
                                      weight_decay=1e-5, optimizer="adamw", batch_size=32, inference_batch_size=8),
-    CASCADE3D.name: TrainingFamily(CASCADE3D, dice_bce, PatchDataset, ("stage1", "stage2"), lr=0.01,
+    CASCADE3D.name: TrainingFamily(CASCADE3D, segmentation_loss, PatchDataset, ("stage1", "stage2"), lr=0.01,
                                    weight_decay=0.0, optimizer="adam", batch_size=2, inference_batch_size=2),
 }
 

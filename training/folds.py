@@ -118,7 +118,7 @@ def prepare(args, info: DistInfo) -> tuple[RunConfig, list[dict], dict[str, Cach
     training = {"epochs": args.epochs, "steps_per_epoch": args.steps_per_epoch, "seed": args.seed,
                 "split_seed": args.split_seed, "augment": not args.no_augment,
                 "offset_hu": augment.offset_hu, "scanner_augment": augment.scanner,
-                "balance_lesions": getattr(args, "balance_lesions", False),
+                "balance_lesions": getattr(args, "balance_lesions", False), "loss": getattr(args, "loss", "dice_bce"),
                 **{k: v for k, v in asdict(loop_config(args, args.family)).items()
                    if k in ("batch_size", "lr", "weight_decay", "optimizer")},
                 "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
@@ -173,6 +173,11 @@ def _load_stage1(stage1: nn.Module, run: Path, fold: int) -> nn.Module:
     return stage1
 
 
+def _loss(args) -> nn.Module:
+    """The family's loss of the run's ``--loss`` (the seeds' Dice + BCE when not given)."""
+    return training_family(args.family).loss(getattr(args, "loss", "dice_bce"))
+
+
 def _augment(args) -> Augment:
     """The run's augmentation: MONAI's defaults of :class:`Augment`, or none, and the HU offset asked for."""
     return Augment(enabled=not args.no_augment, offset_hu=0.0 if args.no_augment else getattr(args, "offset_hu", 0.0),
@@ -193,7 +198,7 @@ def train_fold_2d(args, config: RunConfig, split: dict, cases: dict[str, CachedC
     def val_dice(module: nn.Module, case: CachedCase) -> float:
         return dice(predict_case(module, manifest, case, info.device) >= 0.5, case.label())
 
-    return fit(model, dataset, entry.loss(), [cases[n] for n in split["val"]], val_dice,
+    return fit(model, dataset, _loss(args), [cases[n] for n in split["val"]], val_dice,
                fold_dir(args.out, fold), loop, info, desc=f"fold {fold}")
 
 
@@ -245,7 +250,7 @@ def train_fold_3d(args, config: RunConfig, splits: list[dict], cases: dict[str, 
                                       inf.overlap, inf.batch_size, info.device)
             return dice(prob >= 0.5, case.label())
 
-        return fit(cascade.stage1, dataset, entry.loss(), val_cases, val_dice,
+        return fit(cascade.stage1, dataset, _loss(args), val_cases, val_dice,
                    fold_dir(args.out, fold, stage), loop, info, desc=f"fold {fold} stage 1")
 
     probs = stage1_oof(args, config, splits, cases, info)
@@ -258,7 +263,7 @@ def train_fold_3d(args, config: RunConfig, splits: list[dict], cases: dict[str, 
         cascade.stage2 = module  # the stage being trained, behind this fold's fixed stage 1
         return dice(predict_case(cascade.eval(), manifest, case, info.device) >= 0.5, case.label())
 
-    return fit(cascade.stage2, dataset, entry.loss(), val_cases, cascade_dice,
+    return fit(cascade.stage2, dataset, _loss(args), val_cases, cascade_dice,
                fold_dir(args.out, fold, stage), loop, info, desc=f"fold {fold} stage 2")
 
 
