@@ -87,6 +87,9 @@ def _fit_parser(sub: argparse._SubParsersAction) -> None:
     fit.add_argument("--loss", choices=LOSSES, default="dice_bce",
                      help="dice_bce: the seeds' batch Dice + BCE; blob: plus a Dice per bleed, so small bleeds "
                           "weigh as much as large ones (training/losses.py)")
+    fit.add_argument("--average-from", type=int, default=0, metavar="EPOCH",
+                     help="hold the learning rate constant and average the weights after every step from this "
+                          "epoch on; the average is validated and saved (SWA / SWAD; 0: off, cosine schedule)")
     fit.add_argument("--workers", type=int, default=2, help="data-loader worker processes per rank")
     fit.add_argument("--threads", type=int, default=None, help="CPU threads per process (torch.set_num_threads)")
     fit.add_argument("--validate-every", type=int, default=1, help="validate every N epochs (and the last)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -142,9 +143,10 @@ def test_two_epochs_lower_the_loss_and_write_checkpoints(dataset: Path, tmp_path
     assert len(json.loads((out / "splits.json").read_text())) == 2
 
 
-def test_resumed_run_continues_where_it_stopped(dataset: Path, tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    args = ["--fold", "1", "--folds", "2", "--epochs", "2", "--steps-per-epoch", "3", "--batch-size", "2"]
+@pytest.mark.parametrize("average", [[], ["--average-from", "1"]], ids=["cosine", "averaged"])
+def test_resumed_run_continues_where_it_stopped(dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               average: list[str]) -> None:
+    args = ["--fold", "1", "--folds", "2", "--epochs", "2", "--steps-per-epoch", "3", "--batch-size", "2", *average]
     assert fit(dataset, tmp_path / "whole", *args) == 0
 
     original = SliceDataset.set_epoch
@@ -164,8 +166,14 @@ def test_resumed_run_continues_where_it_stopped(dataset: Path, tmp_path: Path,
     whole = torch.load(tmp_path / "whole/fold1/last.pt", weights_only=True)
     resumed = torch.load(tmp_path / "split/fold1/last.pt", weights_only=True)
     assert resumed["epoch"] == 2
-    for key, value in whole["model"].items():
-        torch.testing.assert_close(resumed["model"][key], value, rtol=1e-5, atol=1e-6)
+    for part in ("model", "trained") if average else ("model",):  # the average and the weights it follows
+        for key, value in whole[part].items():
+            torch.testing.assert_close(resumed[part][key], value, rtol=1e-5, atol=1e-6)
+    if average:
+        conv = next(k for k, v in whole["model"].items() if v.ndim == 4)
+        assert not torch.equal(whole["model"][conv], whole["trained"][conv])
+        assert int(resumed["average"]["n_averaged"]) == int(whole["average"]["n_averaged"]) > 3
+        assert json.loads((tmp_path / "split/config.json").read_text())["training"]["average_from"] == 1
     assert [r["epoch"] for r in log_rows(tmp_path / "split/fold1/training_log.csv")] == ["1", "2"]
 
 
@@ -513,6 +521,44 @@ def test_a_step_with_non_finite_gradients_is_skipped_not_taken(tmp_path: Path, c
     after = model.state_dict()
     assert all(torch.isfinite(v).all() for v in after.values())
     assert not torch.equal(after["weight"], before["weight"])  # the finite step was taken
+
+
+def test_averaging_keeps_the_mean_of_the_weights_after_each_step_from_its_epoch(tmp_path: Path) -> None:
+    """SWA/SWAD: epochs 2 and 3 of three are averaged (steps 3 to 6 of 6), batch-norm statistics too, at a
+    constant learning rate; the average is what is validated and saved, the raw weights kept to resume."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3, padding=1), torch.nn.BatchNorm2d(2),
+                                torch.nn.Conv2d(2, 1, 1))
+    seen: list[dict[str, torch.Tensor]] = []  # at call j: weights before step j, statistics after its forward
+
+    def loss_fn(out: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        seen.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return ((out - label - 0.5 * len(seen)) ** 2).mean()
+
+    validated: list[torch.nn.Module] = []
+
+    def val_dice(module: torch.nn.Module, case: object) -> float:
+        validated.append(module)
+        return float(len(validated))  # rises every epoch, so best.pt follows last.pt
+
+    config = LoopConfig(epochs=3, steps_per_epoch=2, batch_size=2, lr=0.05, workers=0, average_from=2)
+    loop_fit(model, OnesDataset(), loss_fn, [object()], val_dice, tmp_path, config,
+             DistInfo(0, 1, torch.device("cpu")))
+    last = torch.load(tmp_path / "last.pt", weights_only=True)
+    best = torch.load(tmp_path / "best.pt", weights_only=True)
+    assert len(seen) == 6 and int(last["average"]["n_averaged"]) == 4
+    after_step = [seen[j]["0.weight"] for j in (3, 4, 5)] + [last["trained"]["0.weight"]]  # steps 3..6
+    torch.testing.assert_close(last["model"]["0.weight"], torch.stack(after_step).mean(0))
+    statistics = [seen[j]["1.running_mean"] for j in (2, 3, 4, 5)]
+    torch.testing.assert_close(last["model"]["1.running_mean"], torch.stack(statistics).mean(0))
+    torch.testing.assert_close(last["trained"]["0.weight"], model.state_dict()["0.weight"])
+    assert not torch.allclose(last["model"]["0.weight"], last["trained"]["0.weight"])
+    torch.testing.assert_close(best["model"]["0.weight"], last["model"]["0.weight"])
+    assert validated[0] is model and validated[1] is not model  # epoch 1 before any average
+    assert [float(r["lr"]) for r in log_rows(tmp_path / "training_log.csv")] == [0.05] * 3
+    with pytest.raises(ValueError, match=r"outside 0\.\.3"):
+        loop_fit(model, OnesDataset(), loss_fn, [], val_dice, tmp_path, replace(config, average_from=4),
+                 DistInfo(0, 1, torch.device("cpu")))
 
 
 def test_bad_dataset_is_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -120,7 +120,7 @@ def prepare(args, info: DistInfo) -> tuple[RunConfig, list[dict], dict[str, Cach
                 "offset_hu": augment.offset_hu, "scanner_augment": augment.scanner,
                 "balance_lesions": getattr(args, "balance_lesions", False), "loss": getattr(args, "loss", "dice_bce"),
                 **{k: v for k, v in asdict(loop_config(args, args.family)).items()
-                   if k in ("batch_size", "lr", "weight_decay", "optimizer")},
+                   if k in ("batch_size", "lr", "weight_decay", "optimizer", "average_from")},
                 "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     config = RunConfig(args.family, args.input_mode, network, inference, crop, args.folds, str(args.data), training)
     run.mkdir(parents=True, exist_ok=True)
@@ -145,7 +145,7 @@ def loop_config(args, family: str) -> LoopConfig:
                       batch_size=args.batch_size or entry.batch_size, lr=args.lr or entry.lr,
                       weight_decay=entry.weight_decay if args.weight_decay is None else args.weight_decay,
                       optimizer=entry.optimizer, workers=args.workers, seed=args.seed, resume=args.resume,
-                      validate_every=args.validate_every,
+                      validate_every=args.validate_every, average_from=getattr(args, "average_from", 0),
                       bf16=args.device != "cuda" and not getattr(args, "fp32", False) and cpu_has_native_bf16())
 
 

@@ -4,6 +4,13 @@ Written once for both families; what differs (network, dataset, loss, how a vali
 predicted) comes in as arguments. ``last.pt`` holds everything needed to continue (model, optimiser,
 scheduler, gradient scaler, epoch, best score); ``best.pt`` the model of the epoch with the highest
 validation Dice. ``training_log.csv`` gets one row per epoch and ``curves.png`` is redrawn from it.
+
+With ``average_from`` the learning rate stays constant and, from that epoch on, the weights (batch-norm
+statistics included) are averaged after every step, as SWA (Izmailov et al. 2018) and SWAD (Cha et al.
+2021, dense averaging for unseen domains) do: an average of nearby solutions lies in a flatter
+region of the loss and generalises better to data unlike the training set's. The average is what
+is validated and stored as ``model`` in both checkpoints; ``last.pt`` keeps the raw weights beside it
+to resume from.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
@@ -45,6 +53,7 @@ class LoopConfig:
     validate_every: int = 1
     bf16: bool = False  # CPU steps under bf16 autocast (where the CPU has native bf16: AMX / AVX512-BF16)
     init_from: Path | None = None  # warm start: a checkpoint whose model weights a fresh run begins from
+    average_from: int = 0  # from this epoch on, average the weights after every step at a constant lr (0: off)
 
 
 def make_optimizer(params: list[nn.Parameter], config: LoopConfig) -> torch.optim.Optimizer:
@@ -132,6 +141,8 @@ def fit(model: nn.Module, dataset, loss_fn: Callable, val_cases: list[CachedCase
     """
     if config.batch_size % info.world_size:
         raise ValueError(f"global batch {config.batch_size} is not divisible by {info.world_size} processes")
+    if not 0 <= config.average_from <= config.epochs:
+        raise ValueError(f"--average-from {config.average_from} is outside 0..{config.epochs} (the epochs)")
     out_dir.mkdir(parents=True, exist_ok=True)
     last_path, best_path, log_path = out_dir / "last.pt", out_dir / "best.pt", out_dir / "training_log.csv"
     if info.enabled and info.device.type == "cuda":  # batch statistics over the global batch, as one process
@@ -143,13 +154,17 @@ def fit(model: nn.Module, dataset, loss_fn: Callable, val_cases: list[CachedCase
         config = _checked_bf16(model, dataset, config, layout, info, desc)
     optimizer = make_optimizer(list(model.parameters()), config)
     total_steps = config.epochs * config.steps_per_epoch
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps, eta_min=0.0)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps, eta_min=0.0) \
+        if not config.average_from else torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+    averaged = AveragedModel(model, use_buffers=True) if config.average_from else None
     cuda = info.device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=cuda)
     start_epoch, best = 1, -math.inf
     if config.resume and last_path.is_file():
         state = torch.load(last_path, map_location=info.device, weights_only=True)
-        model.load_state_dict(state["model"])
+        model.load_state_dict(state.get("trained", state["model"]))
+        if averaged is not None and "average" in state:
+            averaged.load_state_dict(state["average"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
@@ -184,6 +199,8 @@ def fit(model: nn.Module, dataset, loss_fn: Callable, val_cases: list[CachedCase
             if cuda or _finite_gradients(model):  # on CUDA the scaler skips a non-finite step itself
                 scaler.step(optimizer)
                 scaler.update()
+                if averaged is not None and epoch >= config.average_from:
+                    averaged.update_parameters(model)
                 loss_sum += float(loss.detach())
                 steps += 1
             else:
@@ -193,20 +210,23 @@ def fit(model: nn.Module, dataset, loss_fn: Callable, val_cases: list[CachedCase
         train_loss = all_sum([loss_sum / max(steps, 1)], info)[0] / info.world_size
         dice = math.nan
         count = 0
+        result = averaged.module if averaged is not None and averaged.n_averaged > 0 else model
         if epoch % config.validate_every == 0 or epoch == config.epochs:
-            model.eval()
+            result.eval()
             with torch.no_grad():
-                scores = [val_dice(model, case) for case in val_cases[info.rank::info.world_size]]
-            model.train()
+                scores = [val_dice(result, case) for case in val_cases[info.rank::info.world_size]]
+            result.train()
             total, count = all_sum([sum(s for s in scores if not math.isnan(s)),
                                     sum(1 for s in scores if not math.isnan(s))], info)
             dice, count = (total / count if count else math.nan), int(count)
         if info.is_main:
             improved = not best_path.is_file() or dice > best
             best = dice if improved and not math.isnan(dice) else best
-            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            state = {"model": result.state_dict(), "optimizer": optimizer.state_dict(),
                      "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                      "epoch": epoch, "best_dice": best}
+            if averaged is not None:
+                state |= {"trained": model.state_dict(), "average": averaged.state_dict()}
             _save(state, last_path)
             if improved:
                 _save({"model": state["model"], "epoch": epoch, "val_dice": dice}, best_path)
