@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from test_training import write_dataset
 
@@ -16,12 +17,14 @@ from model.families import build_network
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_two_gloo_processes_equal_one_process(tmp_path: Path) -> None:
+@pytest.mark.parametrize("average", [[], ["--average-from", "1"]], ids=["cosine", "averaged"])
+def test_two_gloo_processes_equal_one_process(tmp_path: Path, average: list[str]) -> None:
     dataset = write_dataset(tmp_path / "ds", 4)
     args = ["train.py", "fit", "--data", str(dataset), "--fold", "0", "--folds", "2", "--epochs", "1",
             "--steps-per-epoch", "3", "--batch-size", "4", "--lr", "0.003", "--init-filters", "4",
             "--blocks-down", "1", "1", "1", "--dsdepth", "2", "--crop", "32", "32", "--workers", "0",
-            "--threads", "1", "--device", "cpu", "--norm", "instance", "--fp32"]
+            "--threads", "1", "--device", "cpu", "--norm", "instance", "--fp32", *average]
+    # averaged: every step of the one epoch averaged, on each rank
     # --fp32: bf16 autocast (chosen on CPUs with native bf16) rounds differently when the batch is split
     # instance norm: with batch norm the statistics are the global batch's only through SyncBatchNorm,
     # which training uses on GPUs but PyTorch implements for GPUs only
@@ -36,6 +39,8 @@ def test_two_gloo_processes_equal_one_process(tmp_path: Path) -> None:
     two = torch.load(tmp_path / "two/fold0/last.pt", weights_only=True)
     torch.manual_seed(0)  # the initial weights of fold 0 with --seed 0
     start = build_network("segresnet2d", 3, json.loads((tmp_path / "one/config.json").read_text())["network"])
+    for key, value in one.get("trained", {}).items():  # the weights the average follows agree too
+        torch.testing.assert_close(two["trained"][key], value, rtol=1e-4, atol=1e-5)
     moved = 0.0
     for key, value in one["model"].items():
         torch.testing.assert_close(two["model"][key], value, rtol=1e-4, atol=1e-5)
