@@ -37,9 +37,9 @@ class BlobDice(nn.Module):
     instance-wise loss, hence written here; components come from SciPy on the CPU (the target is small).
     """
 
-    def __init__(self, weight: float = 1.0) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.base, self.weight = dice_bce(), weight
+        self.base = dice_bce()
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         loss = self.base(logits, target)
@@ -55,7 +55,7 @@ class BlobDice(nn.Module):
             terms.append(1 - 2 * sums[1:] / (sums[0] + sums[1:] + sizes[1:]))
         if not terms:
             return loss
-        return loss + self.weight * torch.cat(terms).mean()
+        return loss + torch.cat(terms).mean()
 
 
 def segmentation_loss(name: str = "dice_bce") -> nn.Module:
