@@ -15,7 +15,8 @@
 # pydicom-data, highdicom: see docs/training.md), CASES (training cases, default 160), EPOCHS,
 # STEPS (per epoch), INVESALIUS (path of Cranium.inv3 when carried; else the other anatomy sources),
 # ATLAS (path of TotalSegmentator's ct_brain_atlas_1mm.nii.gz when carried: a fourth anatomy, added to
-# the sources), SOURCES (comma-separated anatomy sources, overriding that choice).
+# the sources), SOURCES (comma-separated anatomy sources, overriding that choice), FIT_ARGS (more options
+# for train.py fit, word-split, e.g. FIT_ARGS="--weight-decay 0.05").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${OUT:?set OUT to the folder the results go to}"
@@ -64,9 +65,10 @@ say "generating $CASES training cases at ${SIZE}² on $workers cores from $SOURC
 "$PY" -m synthetic --out "$WORK/data" --train "$CASES" --eval 0 --seed 11 --size "$SIZE" \
   --workers "$workers" --max-slices 70 --sources "$SOURCES"
 
-say "training $FOLDS folds × $EPOCHS epochs × $STEPS steps"
+say "training $FOLDS folds × $EPOCHS epochs × $STEPS steps ${FIT_ARGS:-}"
+read -r -a FIT_EXTRA <<< "${FIT_ARGS:-}"
 "$PY" train.py fit --data "$WORK/data" --out "$WORK/run" --folds "$FOLDS" --epochs "$EPOCHS" \
-  --steps-per-epoch "$STEPS" --lr 1e-3 --validate-every "$EPOCHS" "${SPACING[@]}" "${NET[@]}"
+  --steps-per-epoch "$STEPS" --lr 1e-3 --validate-every "$EPOCHS" "${SPACING[@]}" "${NET[@]}" "${FIT_EXTRA[@]}"
 
 say "exporting weights"
 "$PY" train.py export --run "$WORK/run" --weights "$OUT/weights" --crop-margin 32 \

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_device_script_dry_run_generates_trains_exports_and_compares(tmp_path: Path):
     env = {**os.environ, "DRY_RUN": "1", "OUT": str(tmp_path / "out"), "WORK": str(tmp_path / "work"),
-           "SOURCES": "phantom,atlas"}
+           "SOURCES": "phantom,atlas", "FIT_ARGS": "--weight-decay 0.05 --seed 3"}
     done = subprocess.run(["bash", str(ROOT / "scripts" / "device.sh")], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=900, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -26,3 +26,5 @@ def test_device_script_dry_run_generates_trains_exports_and_compares(tmp_path: P
     assert "training 2 folds" in log and "done; weights and logs in" in log
     cases = json.loads((tmp_path / "work" / "data" / "cases.json").read_text())
     assert {case["source"] for case in cases} <= {"phantom", "atlas"} and "from phantom,atlas" in log
+    training = json.loads((tmp_path / "work" / "run" / "config.json").read_text())["training"]
+    assert (training["weight_decay"], training["seed"]) == (0.05, 3)  # FIT_ARGS reached train.py fit
