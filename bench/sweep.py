@@ -20,7 +20,6 @@ A speed result holds for the CPU it was measured on, so the CPU model is printed
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 import time
@@ -36,6 +35,7 @@ from model.compute import PRECISIONS, choose_path, cpu_model
 from model.predictor import EnsemblePredictor
 from model.weights import build_model
 from training.families import checkpoint_path, fold_dir, training_family
+from training.loop import read_log
 from training.validation import probe_manifest
 
 
@@ -47,13 +47,13 @@ def trained_stages(run: Path, fold: int, family: str) -> list[str]:
 def logged(run: Path, fold: int, stage: str, epoch: int) -> tuple[float, float]:
     """The validation Dice logged for ``epoch`` (NaN when that epoch was not validated or not reached)
     and the training hours up to it."""
-    seconds = 0.0
-    with (fold_dir(run, fold, stage) / "training_log.csv").open() as handle:
-        for row in csv.DictReader(handle):
-            seconds += float(row["seconds"])
-            if int(row["epoch"]) == epoch:
-                return float(row["val_dice"]), seconds / 3600
-    return float("nan"), seconds / 3600
+    path = fold_dir(run, fold, stage) / "training_log.csv"
+    if not path.is_file():
+        raise SystemExit(f"{path}: no training log")
+    rows = read_log(path, epoch)
+    hours = sum(float(row["seconds"]) for row in rows) / 3600
+    reached = rows and int(rows[-1]["epoch"]) == epoch
+    return (float(rows[-1]["val_dice"]) if reached else float("nan")), hours
 
 
 def measure(run: Path, fold: int, epoch: int, folds: int, hu: np.ndarray, precision: str) -> dict:

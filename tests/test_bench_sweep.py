@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from bench import sweep
@@ -15,17 +16,23 @@ from training.validation import probe_manifest
 LOG = "epoch,train_loss,val_dice,val_cases,lr,seconds\n1,0.9,nan,0,1e-3,1800\n{dice_row}3,0.7,0.9,4,1e-3,12\n"
 
 
+def write_run(run: Path, config: dict, fold: str, state: dict, dice_at_epoch_2: float) -> None:
+    """What ``train.py fit`` leaves: the run's config, and one fold's (or stage's) last checkpoint and log."""
+    folder = run / fold
+    folder.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps(config))
+    torch.save({"model": state}, folder / "last.pt")
+    (folder / "training_log.csv").write_text(LOG.format(dice_row=f"2,0.8,{dice_at_epoch_2},4,1e-3,1800\n"))
+
+
 def tiny_run(root: Path, name: str, filters: int, spacing: float, dice_at_epoch_2: float) -> Path:
     """A run folder as ``train.py fit`` leaves it: config, the fold's last checkpoint and its log."""
     run = root / name
     network = {"init_filters": filters, "blocks_down": [1, 1], "dsdepth": 1}
     inference = {"spacing_zyx": [None, spacing, spacing], "batch_size": 4}
     config = {"family": "segresnet2d", "input_mode": "windows3", "network": network, "inference": inference}
-    (run / "fold1").mkdir(parents=True)
-    (run / "config.json").write_text(json.dumps(config))
     model = build_model(probe_manifest("segresnet2d", "windows3", network, inference))
-    torch.save({"model": model.state_dict()}, run / "fold1" / "last.pt")
-    (run / "fold1" / "training_log.csv").write_text(LOG.format(dice_row=f"2,0.8,{dice_at_epoch_2},4,1e-3,1800\n"))
+    write_run(run, config, "fold1", model.state_dict(), dice_at_epoch_2)
     return run
 
 
@@ -35,13 +42,9 @@ def tiny_cascade_run(root: Path, dice_at_epoch_2: float) -> Path:
     network = {"pool_kernels": [[1, 2, 2], [2, 2, 2]], "init_filters": 4, "max_filters": 16}
     inference = {"spacing_zyx": [5.0, 1.8, 1.8], "batch_size": 2, "roi_size": [4, 32, 32]}
     config = {"family": "cascade3d", "input_mode": "windows3", "network": network, "inference": inference}
-    (run / "fold1" / "stage1").mkdir(parents=True)
-    (run / "config.json").write_text(json.dumps(config))
     model = build_model(probe_manifest("cascade3d", "windows3", network, inference))
     stage1 = {key: value + 1 for key, value in model.stage1.state_dict().items()}  # unlike a fresh network's
-    torch.save({"model": stage1}, run / "fold1" / "stage1" / "last.pt")
-    (run / "fold1" / "stage1" / "training_log.csv").write_text(
-        LOG.format(dice_row=f"2,0.8,{dice_at_epoch_2},4,1e-3,1800\n"))
+    write_run(run, config, "fold1/stage1", stage1, dice_at_epoch_2)
     return run
 
 
@@ -85,12 +88,8 @@ def test_a_cascade_with_stage_1_alone_is_read_from_its_stage_and_timed_whole(tmp
 def test_a_run_without_a_last_checkpoint_is_refused(tmp_path: Path) -> None:
     run = tiny_run(tmp_path, "r", 4, 0.9, 0.5)
     (run / "fold1" / "last.pt").unlink()
-    try:
+    with pytest.raises(SystemExit, match="fold 1 has no last checkpoint"):
         sweep.main([str(run), "--fold", "1", "--epoch", "2", "--slices", "3"])
-    except SystemExit as stop:
-        assert "fold 1 has no last checkpoint" in str(stop)
-    else:
-        raise AssertionError("a run without a checkpoint was measured")
 
 
 def test_unvalidated_epoch_reads_as_nan(tmp_path: Path) -> None:

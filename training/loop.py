@@ -64,7 +64,8 @@ def make_optimizer(params: list[nn.Parameter], config: LoopConfig) -> torch.opti
     raise ValueError(f"unknown optimizer {config.optimizer!r}; expected 'adamw' or 'adam'")
 
 
-def _read_log(path: Path, up_to_epoch: int) -> list[dict]:
+def read_log(path: Path, up_to_epoch: int) -> list[dict]:
+    """The rows of a fold's ``training_log.csv`` up to an epoch (strings, as written); none without a log."""
     if not path.is_file():
         return []
     with path.open() as handle:
@@ -174,7 +175,7 @@ def fit(model: nn.Module, dataset, loss_fn: Callable, val_cases: list[CachedCase
             raise FileNotFoundError(f"{config.init_from}: no checkpoint to start from")
         earlier = torch.load(config.init_from, map_location=info.device, weights_only=True)["model"]
         model.load_state_dict(widen_input(earlier, model.state_dict()))
-    rows = _read_log(log_path, start_epoch - 1)
+    rows = read_log(log_path, start_epoch - 1)
 
     net = DistributedDataParallel(model, device_ids=[info.device.index] if cuda else None) if info.enabled else model
     sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True,
